@@ -1,0 +1,243 @@
+"""The curation stage: raw records in, curated train/val/test Parquet, a quarantine file and a
+report out. Streams in batches, so memory stays flat in the number of records.
+
+Every record read ends in exactly one place: a split, or the quarantine file with its
+reason (``kept + rejected == read`` is checked before the outputs are published).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from pricer.config import CurateConfig
+from pricer.data.records import Product, Reason, Rejection, decode_line, has_broken_encoding, parse_record
+from pricer.data.sources import RawRecord, read_source
+from pricer.data.split import SPLITS, assign_split, item_id, unit_hash
+from pricer.data.text import completion, product_text, test_prompt
+from pricer.llm.tokenizer import load_tokenizer, truncate_to_tokens
+from pricer.tracking.runs import file_digest
+
+log = logging.getLogger(__name__)
+
+SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("title", pa.string()),
+        ("category", pa.string()),
+        ("brand", pa.string()),
+        ("price", pa.float64()),
+        ("text", pa.string()),
+        ("prompt", pa.string()),
+        ("completion", pa.string()),
+        ("token_count", pa.int32()),
+        ("details", pa.string()),
+        ("source", pa.string()),
+        ("origin", pa.string()),
+    ]
+)
+PRICE_HISTOGRAM_EDGES = (0, 1, 5, 10, 25, 50, 100, 250, 500, 1000, float("inf"))
+
+
+@dataclass
+class CurationReport:
+    read: int = 0
+    kept: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    splits: Counter[str] = field(default_factory=Counter)
+    categories: Counter[str] = field(default_factory=Counter)
+    price_histogram: Counter[str] = field(default_factory=Counter)
+    truncated: int = 0
+    tokens_total: int = 0
+    outputs: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "read": self.read,
+            "kept": self.kept,
+            "rejected": sum(self.rejected.values()),
+            "rejected_by_reason": dict(sorted(self.rejected.items())),
+            "splits": {name: self.splits[name] for name in SPLITS},
+            "categories": dict(self.categories.most_common()),
+            "price_histogram": {label: self.price_histogram[label] for label in _histogram_labels()},
+            "tokens": {
+                "mean": round(self.tokens_total / self.kept, 2) if self.kept else 0.0,
+                "truncated": self.truncated,
+            },
+            "outputs": self.outputs,
+        }
+
+    def check_balanced(self) -> None:
+        rejected = sum(self.rejected.values())
+        if self.kept + rejected != self.read:
+            raise AssertionError(f"curation lost records: kept {self.kept} + rejected {rejected} != read {self.read}")
+
+
+def _histogram_labels() -> list[str]:
+    edges = PRICE_HISTOGRAM_EDGES
+    return [f"{lo:g}-{hi:g}" if hi != float("inf") else f"{lo:g}+" for lo, hi in zip(edges, edges[1:])]
+
+
+def _histogram_label(price: float) -> str:
+    for label, upper in zip(_histogram_labels(), PRICE_HISTOGRAM_EDGES[1:]):
+        if price < upper:
+            return label
+    raise ValueError(price)  # unreachable: the last edge is infinite
+
+
+def _keep_fraction(config: CurateConfig, product: Product) -> float:
+    fraction = config.balance.category_keep.get(product.category, 1.0)
+    for upper, band_fraction in sorted(config.balance.band_keep.items()):
+        if product.price < upper:
+            return fraction * band_fraction
+    return fraction
+
+
+class Curator:
+    """Turns a stream of raw records into curated rows and rejections, batch by batch."""
+
+    def __init__(self, config: CurateConfig) -> None:
+        self.config = config
+        self.tokenizer = load_tokenizer(config.tokenizer)
+        self.report = CurationReport()
+        self._seen: set[tuple[str, float]] = set()
+
+    def _screen(self, origin: str, raw: Any) -> Product | Rejection:
+        record = decode_line(raw, origin) if isinstance(raw, bytes | str) else raw
+        if isinstance(record, Rejection):
+            return record
+        product = parse_record(record, origin, self.config.max_raw_chars)
+        if isinstance(product, Rejection):
+            return product
+        if not self.config.min_price <= product.price <= self.config.max_price:
+            band = f"${self.config.min_price:g} to ${self.config.max_price:g}"
+            return Rejection(Reason.PRICE_OUT_OF_BAND, f"price {product.price:g} outside {band}", origin, record)
+        return product
+
+    def process(self, batch: list[RawRecord]) -> tuple[dict[str, list[dict[str, Any]]], list[Rejection]]:
+        rejections: list[Rejection] = []
+        candidates: list[tuple[Product, str, str]] = []
+        for origin, raw in batch:
+            self.report.read += 1
+            product = self._screen(origin, raw)
+            if isinstance(product, Rejection):
+                rejections.append(product)
+                continue
+            if has_broken_encoding(product.title + " ".join(product.description) + " ".join(product.features)):
+                rejections.append(Rejection(Reason.BROKEN_ENCODING, "mojibake or U+FFFD in the text", origin, raw))
+                continue
+            text = product_text(product)
+            if len(text) < self.config.min_chars:
+                detail = f"{len(text)} characters after cleaning (minimum {self.config.min_chars})"
+                rejections.append(Rejection(Reason.TOO_LITTLE_TEXT, detail, origin, raw))
+                continue
+            identity = item_id(product.title, product.brand)
+            if (identity, product.price) in self._seen:
+                rejections.append(Rejection(Reason.DUPLICATE, f"same product and price as item {identity}", origin,
+                                            {"title": product.title, "price": product.price}))
+                continue
+            self._seen.add((identity, product.price))
+            if unit_hash(self.config.split.salt, "balance", identity, f"{product.price}") >= _keep_fraction(
+                self.config, product
+            ):
+                rejections.append(Rejection(Reason.BALANCED_OUT, "down-sampled by the balance settings", origin,
+                                            {"title": product.title, "price": product.price}))
+                continue
+            candidates.append((product, identity, text))
+
+        texts, counts = truncate_to_tokens(self.tokenizer, [text for _, _, text in candidates], self.config.max_tokens)
+        rows: dict[str, list[dict[str, Any]]] = {name: [] for name in SPLITS}
+        for (product, identity, full_text), text, count in zip(candidates, texts, counts, strict=True):
+            split = assign_split(identity, self.config.split)
+            rows[split].append(
+                {
+                    "id": identity,
+                    "title": product.title,
+                    "category": product.category,
+                    "brand": product.brand,
+                    "price": product.price,
+                    "text": text,
+                    "prompt": test_prompt(text),
+                    "completion": completion(product.price),
+                    "token_count": count,
+                    "details": json.dumps(product.details, ensure_ascii=False, sort_keys=True, default=str),
+                    "source": product.source,
+                    "origin": product.origin,
+                }
+            )
+            self.report.kept += 1
+            self.report.splits[split] += 1
+            self.report.categories[product.category] += 1
+            self.report.price_histogram[_histogram_label(product.price)] += 1
+            self.report.tokens_total += count
+            self.report.truncated += len(text) < len(full_text)
+        for rejection in rejections:
+            self.report.rejected[rejection.reason.value] += 1
+        return rows, rejections
+
+
+def _batches(records: Iterable[RawRecord], size: int) -> Iterator[list[RawRecord]]:
+    iterator = iter(records)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+def _quarantine_line(rejection: Rejection) -> str:
+    record = rejection.record
+    if isinstance(record, bytes):
+        record = record[:2000].decode("utf-8", "replace")
+    entry = {"origin": rejection.origin, "reason": rejection.reason.value, "detail": rejection.detail, "record": record}
+    return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def _staging(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+def curate(config: CurateConfig, root: Path | None = None, records: Iterable[RawRecord] | None = None) -> dict[str, Any]:
+    """Run the stage; outputs appear only when complete (written aside, then renamed into place)."""
+    root = root or Path.cwd()
+    out_dir, quarantine_path, report_path = (root / p for p in (config.output_dir, config.quarantine_path,
+                                                                   config.report_path))
+    for folder in (out_dir, quarantine_path.parent, report_path.parent):
+        folder.mkdir(parents=True, exist_ok=True)
+    targets = {name: out_dir / f"{name}.parquet" for name in SPLITS}
+    curator = Curator(config)
+    writers = {name: pq.ParquetWriter(_staging(path), SCHEMA, compression="zstd") for name, path in targets.items()}
+    try:
+        with open(_staging(quarantine_path), "w", encoding="utf-8") as quarantine:
+            stream = records if records is not None else read_source(config.source)
+            progress = tqdm(desc="curate", unit=" records", mininterval=2.0, disable=None)
+            for batch in _batches(stream, config.batch_size):
+                rows, rejections = curator.process(batch)
+                for name, split_rows in rows.items():
+                    if split_rows:
+                        writers[name].write_table(pa.Table.from_pylist(split_rows, schema=SCHEMA))
+                quarantine.writelines(_quarantine_line(r) + "\n" for r in rejections)
+                progress.update(len(batch))
+            progress.close()
+    finally:
+        for writer in writers.values():
+            writer.close()
+    report = curator.report
+    report.check_balanced()
+    for name, path in targets.items():
+        _staging(path).replace(path)
+        report.outputs[f"{name}.parquet"] = file_digest(path)
+    _staging(quarantine_path).replace(quarantine_path)
+    report.outputs["quarantine.jsonl"] = file_digest(quarantine_path)
+    summary = report.to_dict()
+    report_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    log.info("curated %d of %d records (%d rejected)", report.kept, report.read, summary["rejected"])
+    return summary

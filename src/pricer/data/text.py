@@ -1,0 +1,63 @@
+"""Product text: assemble title/features/description/details, strip boilerplate and part numbers,
+and build the prompts the language models see."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Mapping
+from typing import Any
+
+from pricer.config import PROMPT_ANSWER_PREFIX, PROMPT_QUESTION
+from pricer.data.records import Product
+
+# Details that say nothing about the price but cost tokens (or leak source-specific ids).
+_SKIPPED_DETAILS = frozenset(
+    {
+        "Best Sellers Rank", "Customer Reviews", "Date First Available", "Item model number",
+        "Manufacturer", "Part Number", "ASIN", "UPC", "Batteries Included?", "Batteries Required?",
+        "Discontinued By Manufacturer", "Is Discontinued By Manufacturer", "Original Price",
+        "Original Currency", "Original Price String", "Country of Origin",
+    }
+)
+_BOILERPLATE = re.compile(
+    r"(?i)\b(?:product description|about this item|from the manufacturer|see more product details|"
+    r"click here|visit the [\w\s]{1,40} store|make sure this fits by entering your model number\.?)"
+)
+# The course's scrub: words of 7+ characters holding a digit are part numbers, not meaning.
+_PART_NUMBER = re.compile(r"\b(?=[\w-]*\d)[\w-]{7,}\b")
+_SPACE = re.compile(r"[^\S\n]+")
+_NEWLINES = re.compile(r"\s*\n\s*")
+_SPACE_BEFORE_PUNCT = re.compile(r"\s+([,.;:!?])")
+
+
+def scrub(text: str) -> str:
+    # NFKC folds the "𝐁𝐎𝐋𝐃" letters sellers use into plain ones the tokenizers know.
+    text = unicodedata.normalize("NFKC", text).replace("\ufffd", "")
+    text = _BOILERPLATE.sub(" ", text)
+    text = _PART_NUMBER.sub("", text)
+    text = _NEWLINES.sub("\n", _SPACE.sub(" ", text))
+    return _SPACE_BEFORE_PUNCT.sub(r"\1", text).strip()
+
+
+def _detail_line(key: str, value: Any) -> str | None:
+    if key in _SKIPPED_DETAILS or value is None or isinstance(value, Mapping | list):
+        return None
+    value = str(value).strip()
+    return f"{key}: {value}" if value else None
+
+
+def product_text(product: Product) -> str:
+    """The cleaned text a model prices: title, the compact details (brand, weight, size: strong price
+    signals that a long description would push past the token budget), features, description."""
+    details = "; ".join(filter(None, (_detail_line(str(k), v) for k, v in product.details.items())))
+    parts = [product.title, details, *product.features, *product.description]
+    return scrub("\n".join(part for part in parts if part))
+
+
+def test_prompt(text: str) -> str:
+    return f"{PROMPT_QUESTION}\n\n{text}\n\n{PROMPT_ANSWER_PREFIX}"
+
+
+def completion(price: float) -> str:
+    return f"{price:.0f}.00"

@@ -1,0 +1,114 @@
+"""MLflow plumbing shared by every stage: where the store is, one run per stage, lineage tags.
+
+The store defaults to SQLite under ``mlruns/`` (MLflow 3 refuses a bare file store and
+the registry needs a database); ``MLFLOW_TRACKING_URI`` overrides it. A stage started
+from the pipeline nests under the pipeline's run, found in ``PRICER_PARENT_RUN_ID``
+so that DVC-launched subprocesses nest too. Runs are started with explicit ids
+rather than relying on MLflow's per-thread active run, which Prefect's threads break.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+PARENT_RUN_ENV = "PRICER_PARENT_RUN_ID"
+DEFAULT_EXPERIMENT = "pricer"
+_SECRET_MARKERS = ("key", "token", "secret", "password", "authorization")
+
+
+def default_tracking_uri(root: Path | None = None) -> str:
+    root = (root or Path.cwd()) / "mlruns"
+    root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{root.resolve() / 'mlflow.db'}"
+
+
+def configure(tracking_uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT) -> str:
+    """Point MLflow at the project store and make sure the experiment exists; returns its id."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or tracking_uri or default_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is not None:
+        return found.experiment_id
+    artifact_root = None
+    if uri.startswith("sqlite:///"):
+        # Artifacts beside the database, so that mlruns/ holds the whole record.
+        artifact_root = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
+    return client.create_experiment(experiment, artifact_location=artifact_root)
+
+
+def git_commit(cwd: Path | None = None) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def file_digest(path: Path, chunk: int = 1 << 20) -> str:
+    """md5 of a file's bytes: the same hash DVC records for an output, so the two can be matched."""
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def is_secret_name(name: str) -> bool:
+    lowered = name.lower()
+    return any(marker in lowered for marker in _SECRET_MARKERS)
+
+
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config -> flat MLflow params; names that look like secrets are left out entirely."""
+    flat: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if is_secret_name(str(key)):
+            continue
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)[:6000]
+    return flat
+
+
+@contextmanager
+def stage_run(
+    stage: str,
+    params: Mapping[str, Any] | None = None,
+    *,
+    tags: Mapping[str, str] | None = None,
+    run_name: str | None = None,
+    tracking_uri: str | None = None,
+    experiment: str = DEFAULT_EXPERIMENT,
+) -> Iterator[mlflow.ActiveRun]:
+    """One MLflow run for one execution of a stage, nested under the pipeline run when there is one."""
+    experiment_id = configure(tracking_uri, experiment)
+    parent = os.environ.get(PARENT_RUN_ENV) or None
+    all_tags = {"pricer.stage": stage}
+    if commit := git_commit():
+        all_tags["git.commit"] = commit
+    all_tags.update(tags or {})
+    with mlflow.start_run(
+        experiment_id=experiment_id,
+        run_name=run_name or stage,
+        parent_run_id=parent,
+        nested=mlflow.active_run() is not None,
+        tags=all_tags,
+    ) as run:
+        if params:
+            mlflow.log_params(flatten(params))
+        yield run

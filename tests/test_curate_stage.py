@@ -1,0 +1,95 @@
+"""The curation stage end to end: CLI, DVC and the Prefect flow agree; MLflow records the run."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import yaml
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from pricer import dvc_runner
+from pricer.cli import app
+from pricer.tracking.runs import file_digest
+from tests.conftest import run
+
+OUTPUTS = ("data/curated/train.parquet", "data/curated/val.parquet", "data/curated/test.parquet",
+           "data/quarantine.jsonl")
+
+
+def small_params(root: Path, n_items: int = 1200) -> None:
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["curate"]["source"]["n_items"] = n_items
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def hashes(root: Path) -> dict[str, str]:
+    return {name: file_digest(root / name) for name in OUTPUTS}
+
+
+def test_cli_dvc_and_prefect_flow_produce_identical_outputs(dvc_workspace: Path, prefect_server) -> None:
+    from flows.curate import curate_flow
+
+    root = dvc_workspace
+    small_params(root)
+    result = CliRunner().invoke(app, ["curate", "--source", "demo"])
+    assert result.exit_code == 0, result.output
+    by_cli = hashes(root)
+
+    flow_hashes = curate_flow(str(root))
+    assert hashes(root) == by_cli
+    assert flow_hashes == {Path(name).name: digest for name, digest in by_cli.items()}
+    assert dvc_runner.status(root) == {}
+    assert dvc_runner.repro("curate", root) is False  # a second repro does nothing
+
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    recorded = {out["path"]: out for out in lock["stages"]["curate"]["outs"]}
+    assert recorded["data/quarantine.jsonl"]["md5"] == by_cli["data/quarantine.jsonl"]
+
+    client = MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("pricer").experiment_id],
+                              filter_string="tags.`pricer.stage` = 'curate'")
+    assert len(runs) == 2  # the CLI's run and the one DVC launched for the flow
+    latest = runs[0]
+    assert latest.data.metrics["kept"] + latest.data.metrics["rejected"] == latest.data.metrics["read"]
+    assert latest.data.tags["dvc.md5.quarantine.jsonl"] == by_cli["data/quarantine.jsonl"]
+    assert {i.dataset.name for i in latest.inputs.dataset_inputs} == {"curated-train", "curated-val", "curated-test"}
+    artifacts = [a.path for a in client.list_artifacts(latest.info.run_id)]
+    assert "curation.json" in artifacts
+
+
+def test_changed_param_reruns_and_dvc_remote_round_trips(dvc_workspace: Path, tmp_path: Path) -> None:
+    root = dvc_workspace
+    small_params(root, 600)
+    assert dvc_runner.repro("curate", root) is True
+    first = hashes(root)
+    small_params(root, 700)
+    assert dvc_runner.status(root) != {}
+    assert dvc_runner.repro("curate", root) is True
+    assert hashes(root) != first
+
+    remote = tmp_path / "remote"
+    run([sys.executable, "-m", "dvc", "remote", "add", "-d", "local", str(remote)], root)
+    run([sys.executable, "-m", "dvc", "push"], root)
+    produced = hashes(root)
+    for name in OUTPUTS:
+        (root / name).unlink()
+    run(["rm", "-rf", ".dvc/cache"], root)
+    run([sys.executable, "-m", "dvc", "pull"], root)
+    assert hashes(root) == produced
+
+
+def test_pipeline_flow_nests_the_stage_run_under_the_pipeline_run(dvc_workspace: Path, prefect_server) -> None:
+    from flows.pipeline import pipeline_flow
+
+    small_params(dvc_workspace, 500)
+    result = pipeline_flow(str(dvc_workspace))
+    client = MlflowClient()
+    children = client.search_runs(
+        [client.get_experiment_by_name("pricer").experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{result['pipeline_run_id']}'",
+    )
+    assert [child.data.tags["pricer.stage"] for child in children] == ["curate"]
+    assert json.loads((dvc_workspace / "reports" / "curation.json").read_text())["read"] == 500
