@@ -153,7 +153,7 @@ def test_truncation_respects_the_token_budget(tmp_path: Path) -> None:
     report = curate(config_for(tmp_path, JsonlSourceConfig(paths=[write_jsonl_gz(tmp_path / "l.jsonl.gz", lines)]),
                                max_tokens=24))
     row = all_rows(tmp_path).iloc[0]
-    assert row["token_count"] == 24 and report["tokens"]["truncated"] == 1
+    assert row["token_count"] == 24 and report["tokens"]["at_budget"] == 1
     assert len(tokenizer(row["text"], add_special_tokens=False)["input_ids"]) <= 25
 
 

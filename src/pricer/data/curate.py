@@ -47,6 +47,9 @@ SCHEMA = pa.schema(
         ("origin", pa.string()),
     ]
 )
+# No tokenizer here averages more than this many characters per token on product text, so
+# cutting the raw text to max_tokens * this before cleaning and tokenizing loses nothing.
+CHARS_PER_TOKEN_CEILING = 6
 PRICE_HISTOGRAM_EDGES = (0, 1, 5, 10, 25, 50, 100, 250, 500, 1000, float("inf"))
 
 
@@ -70,10 +73,10 @@ class CurationReport:
             "rejected_by_reason": dict(sorted(self.rejected.items())),
             "splits": {name: self.splits[name] for name in SPLITS},
             "categories": dict(self.categories.most_common()),
-            "price_histogram": {label: self.price_histogram[label] for label in _histogram_labels()},
+            "price_histogram": {label: self.price_histogram[label] for label in HISTOGRAM_LABELS},
             "tokens": {
                 "mean": round(self.tokens_total / self.kept, 2) if self.kept else 0.0,
-                "truncated": self.truncated,
+                "at_budget": self.truncated,  # texts that filled the budget: nearly all were cut
             },
             "outputs": self.outputs,
         }
@@ -84,13 +87,14 @@ class CurationReport:
             raise AssertionError(f"curation lost records: kept {self.kept} + rejected {rejected} != read {self.read}")
 
 
-def _histogram_labels() -> list[str]:
-    edges = PRICE_HISTOGRAM_EDGES
-    return [f"{lo:g}-{hi:g}" if hi != float("inf") else f"{lo:g}+" for lo, hi in zip(edges, edges[1:])]
+HISTOGRAM_LABELS = tuple(
+    f"{lo:g}-{hi:g}" if hi != float("inf") else f"{lo:g}+"
+    for lo, hi in zip(PRICE_HISTOGRAM_EDGES, PRICE_HISTOGRAM_EDGES[1:])
+)
 
 
 def _histogram_label(price: float) -> str:
-    for label, upper in zip(_histogram_labels(), PRICE_HISTOGRAM_EDGES[1:]):
+    for label, upper in zip(HISTOGRAM_LABELS, PRICE_HISTOGRAM_EDGES[1:]):
         if price < upper:
             return label
     raise ValueError(price)  # unreachable: the last edge is infinite
@@ -125,6 +129,18 @@ class Curator:
             return Rejection(Reason.PRICE_OUT_OF_BAND, f"price {product.price:g} outside {band}", origin, record)
         return product
 
+    def _truncate(self, candidates: list[tuple[Product, str, str]]) -> tuple[list[str], list[int]]:
+        budget = self.config.max_tokens
+        texts, counts = truncate_to_tokens(self.tokenizer, [text for _, _, text in candidates], budget)
+        # A text cut to characters that then ran short of the budget is redone in full (rare).
+        short = [i for i, (product, _, text) in enumerate(candidates)
+                 if counts[i] < budget and len(text) >= budget * CHARS_PER_TOKEN_CEILING - 1]
+        if short:
+            redone = truncate_to_tokens(self.tokenizer, [product_text(candidates[i][0]) for i in short], budget)
+            for i, text, count in zip(short, *redone, strict=True):
+                texts[i], counts[i] = text, count
+        return texts, counts
+
     def process(self, batch: list[RawRecord]) -> tuple[dict[str, list[dict[str, Any]]], list[Rejection]]:
         rejections: list[Rejection] = []
         candidates: list[tuple[Product, str, str]] = []
@@ -137,7 +153,7 @@ class Curator:
             if has_broken_encoding(product.title + " ".join(product.description) + " ".join(product.features)):
                 rejections.append(Rejection(Reason.BROKEN_ENCODING, "mojibake or U+FFFD in the text", origin, raw))
                 continue
-            text = product_text(product)
+            text = product_text(product, self.config.max_tokens * CHARS_PER_TOKEN_CEILING)
             if len(text) < self.config.min_chars:
                 detail = f"{len(text)} characters after cleaning (minimum {self.config.min_chars})"
                 rejections.append(Rejection(Reason.TOO_LITTLE_TEXT, detail, origin, raw))
@@ -156,9 +172,9 @@ class Curator:
                 continue
             candidates.append((product, identity, text))
 
-        texts, counts = truncate_to_tokens(self.tokenizer, [text for _, _, text in candidates], self.config.max_tokens)
+        texts, counts = self._truncate(candidates)
         rows: dict[str, list[dict[str, Any]]] = {name: [] for name in SPLITS}
-        for (product, identity, full_text), text, count in zip(candidates, texts, counts, strict=True):
+        for (product, identity, _), text, count in zip(candidates, texts, counts, strict=True):
             split = assign_split(identity, self.config.split)
             rows[split].append(
                 {
@@ -181,7 +197,7 @@ class Curator:
             self.report.categories[product.category] += 1
             self.report.price_histogram[_histogram_label(product.price)] += 1
             self.report.tokens_total += count
-            self.report.truncated += len(text) < len(full_text)
+            self.report.truncated += count == self.config.max_tokens
         for rejection in rejections:
             self.report.rejected[rejection.reason.value] += 1
         return rows, rejections

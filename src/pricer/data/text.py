@@ -47,12 +47,18 @@ def _detail_line(key: str, value: Any) -> str | None:
     return f"{key}: {value}" if value else None
 
 
-def product_text(product: Product) -> str:
-    """The cleaned text a model prices: title, the compact details (brand, weight, size: strong price
-    signals that a long description would push past the token budget), features, description."""
+def raw_text(product: Product) -> str:
+    """Title, the compact details (brand, weight, size: strong price signals that a long description
+    would push past the token budget), features, description; not yet cleaned."""
     details = "; ".join(filter(None, (_detail_line(str(k), v) for k, v in product.details.items())))
     parts = [product.title, details, *product.features, *product.description]
-    return scrub("\n".join(part for part in parts if part))
+    return "\n".join(part for part in parts if part)
+
+
+def product_text(product: Product, max_chars: int | None = None) -> str:
+    """The cleaned text a model prices. ``max_chars`` cuts the raw text first: cleaning only
+    shortens text, and most descriptions run far past any token budget."""
+    return scrub(raw_text(product)[:max_chars])
 
 
 def test_prompt(text: str) -> str:
