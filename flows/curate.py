@@ -14,8 +14,8 @@ from pricer.tracking.runs import file_digest
 
 
 @task(retries=2, retry_delay_seconds=5)
-def repro_stage(stage: str, root: str) -> bool:
-    return dvc_runner.repro(stage, Path(root))
+def repro_stage(stage: str, root: str, force: bool = False) -> bool:
+    return dvc_runner.repro(stage, Path(root), force=force)
 
 
 @task

@@ -1,4 +1,9 @@
-"""Prefect flow: the whole pipeline, one parent MLflow run with each stage's run nested under it."""
+"""Prefect flow: the whole pipeline, one parent MLflow run with each stage's run nested under it.
+
+curate -> baselines -> finetune (DVC stages, one at a time; unchanged ones are skipped)
+-> ensemble (fit on val, gated on test) -> leaderboard. ``python -m flows.pipeline`` is the
+main job: the pipeline, then one deal-agent cycle, then where to look.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,28 @@ import os
 from pathlib import Path
 
 import mlflow
-from prefect import flow
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
 
-from flows.curate import curate_flow
+from flows.baselines import baselines_flow, publish_leaderboard
+from flows.curate import curate_flow, repro_stage
 from pricer.config import load_params
 from pricer.tracking.runs import PARENT_RUN_ENV, configure
 
 
+@task
+def fit_ensemble(agents_config: str) -> dict:
+    from pricer.agents.config import load_agents_config
+    from pricer.agents.ensemble import fit_ensemble as fit
+
+    result = fit(load_agents_config(Path(agents_config)))
+    return {"weights": dict(result.weights.weights), "test_mae": result.test_metrics["mae"],
+            "decision": result.decision.decision if result.decision else "not registered"}
+
+
 @flow(name="pipeline", log_prints=True)
-def pipeline_flow(root: str = ".", params_path: str = "params.yaml") -> dict[str, object]:
+def pipeline_flow(root: str = ".", params_path: str = "params.yaml",
+                  agents_config: str = "configs/agents.yaml") -> dict[str, object]:
     root_path = Path(root).resolve()
     params = load_params(root_path / params_path)
     experiment_id = configure(params.tracking.tracking_uri, params.tracking.experiment)
@@ -22,10 +40,34 @@ def pipeline_flow(root: str = ".", params_path: str = "params.yaml") -> dict[str
         os.environ[PARENT_RUN_ENV] = run.info.run_id
         try:
             curated = curate_flow(str(root_path), params_path)
+            baselines = baselines_flow(str(root_path), params_path)
+            finetuned = repro_stage("finetune", str(root_path))
+            ensemble = fit_ensemble(str(root_path / agents_config))
+            leaderboard = publish_leaderboard(params.tracking.experiment)
         finally:
             os.environ.pop(PARENT_RUN_ENV, None)
-    return {"pipeline_run_id": run.info.run_id, "curate": curated}
+        mlflow.log_text(leaderboard, "leaderboard.md")
+    create_markdown_artifact(key="pipeline-leaderboard", markdown=leaderboard, description="After this pipeline run")
+    return {"pipeline_run_id": run.info.run_id, "curate": curated, "baselines": baselines,
+            "finetune_ran": finetuned, "ensemble": ensemble, "leaderboard": leaderboard}
+
+
+def main() -> None:
+    """The main job: the pipeline on the embedded defaults, one agent cycle, then where to look."""
+    from flows.deals import deals_flow
+
+    result = pipeline_flow()
+    cycle = deals_flow()
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlruns/mlflow.db').resolve()}"
+    print("\n" + str(result["leaderboard"]))
+    print(f"\nensemble: {result['ensemble']}")
+    print(f"deal cycle: {cycle}")
+    print("\nWhere to look:")
+    print(f"  MLflow UI:   .venv/bin/mlflow ui --backend-store-uri {uri} --port 5000   -> http://127.0.0.1:5000")
+    print("  Prefect UI:  .venv/bin/prefect server start   -> http://127.0.0.1:4200 (flow runs, artifacts)")
+    print("  Leaderboard: reports/leaderboard.md (.venv/bin/pricer compare); metrics: reports/metrics/*.json")
+    print("  Agents UI:   .venv/bin/pricer ui")
 
 
 if __name__ == "__main__":
-    pipeline_flow()
+    main()

@@ -81,15 +81,23 @@ def test_changed_param_reruns_and_dvc_remote_round_trips(dvc_workspace: Path, tm
     assert hashes(root) == produced
 
 
-def test_pipeline_flow_nests_the_stage_run_under_the_pipeline_run(dvc_workspace: Path, prefect_server) -> None:
+def test_pipeline_runs_every_stage_nested_registers_champions_and_leaves_dvc_clean(
+        dvc_workspace: Path, prefect_server) -> None:
     from flows.pipeline import pipeline_flow
 
-    small_params(dvc_workspace, 500)
+    small_params(dvc_workspace, 600)
+    params = yaml.safe_load((dvc_workspace / "params.yaml").read_text())
+    params["baselines"] = {"models": [{"kind": "mean"}, {"kind": "tfidf_lr"}]}  # fast ones; no embeddings
+    (dvc_workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
     result = pipeline_flow(str(dvc_workspace))
+
     client = MlflowClient()
-    children = client.search_runs(
-        [client.get_experiment_by_name("pricer").experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{result['pipeline_run_id']}'",
-    )
-    assert [child.data.tags["pricer.stage"] for child in children] == ["curate"]
-    assert json.loads((dvc_workspace / "reports" / "curation.json").read_text())["read"] == 500
+    experiment = client.get_experiment_by_name("pricer").experiment_id
+    children = client.search_runs([experiment],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{result['pipeline_run_id']}'")
+    assert {child.data.tags["pricer.stage"] for child in children} >= {"curate", "baselines", "finetune"}
+    for name in ("pricer-regressor", "pricer-specialist"):
+        assert client.get_model_version_by_alias(name, "champion") is not None
+    assert "tfidf_lr" in result["leaderboard"]
+    assert dvc_runner.status(dvc_workspace) == {}

@@ -60,6 +60,288 @@ def curate(
     Console().print(table)
 
 
+@app.command()
+def baselines(
+    params: ParamsOption = Path("params.yaml"),
+    data: Annotated[Optional[Path], typer.Option("--data-dir", help="Curated splits (default: params).")] = None,  # noqa: UP045
+    only: Annotated[Optional[list[str]], typer.Option(help="Train only these model names.")] = None,  # noqa: UP045
+) -> None:
+    """Train the traditional models, log each to MLflow, register the best as pricer-regressor."""
+    from pricer.stages import run_baselines
+
+    try:
+        summary = run_baselines(params, data_dir=data, only=only)
+    except (ConfigError, OSError, ValueError) as error:
+        _fail(error)
+    table = Table(title="baselines (test split)")
+    for column in ("model", "val MAE", "test MAE", "hit rate", "fit s", "predict items/s"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name, row in sorted(summary["models"].items(), key=lambda item: item[1]["test"]["mae"]):
+        table.add_row(name, f"{row['val_mae']:.2f}", f"{row['test']['mae']:.2f}", f"{row['test']['hit_rate']:.1%}",
+                      f"{row['fit_seconds']:.1f}", f"{row['predict_items_per_s']:,.0f}")
+    Console().print(table)
+    promotion = summary["promotion"]
+    console.print(f"{promotion['name']} v{promotion['version']}: {promotion['decision']} ({promotion['reason']})")
+
+
+@app.command()
+def compare(
+    output: Annotated[Path, typer.Option(help="Where to write the markdown leaderboard.")] = Path(
+        "reports/leaderboard.md"),
+    experiment: Annotated[str, typer.Option(help="MLflow experiment.")] = "pricer",
+) -> None:
+    """Leaderboard of every evaluated model (latest run per model, from MLflow)."""
+    from pricer.evaluation.leaderboard import leaderboard, to_markdown
+    from pricer.tracking.runs import configure
+
+    configure(experiment=experiment)
+    board = leaderboard(experiment)
+    markdown = to_markdown(board)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(markdown + "\n", encoding="utf-8")
+    print(markdown)
+
+
+@app.command()
+def evaluate(
+    model: Annotated[str, typer.Option(help="name@alias, models:/ URI or runs:/ URI.")],
+    data: Annotated[Path, typer.Option(help="A .jsonl or .jsonl.gz file of products with prices.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Score a model on a product file cleaned by the curation rules (no balancing, no split)."""
+    from pricer.config import load_params
+    from pricer.evaluation.external import score_file
+    from pricer.tracking.runs import configure
+
+    try:
+        loaded = load_params(params)
+        configure(loaded.tracking.tracking_uri, loaded.tracking.experiment)
+        result = score_file(model, data, loaded.curate)
+    except (ConfigError, OSError, ValueError) as error:
+        _fail(error)
+    except Exception as error:  # noqa: BLE001 - MLflow's errors: an unknown model or alias
+        _fail(error)
+    if as_json:
+        print(json.dumps({key: value for key, value in result.items() if key != "rejected_by_reason"}))
+        return
+    table = Table(title=f"{model} on {data.name}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    Console().print(table)
+
+
+@app.command()
+def price(
+    text: Annotated[str, typer.Argument(help="The product text: title, description, details.")],
+    model: Annotated[str, typer.Option(help="name@alias or a models:/ URI.")] = "pricer-regressor@champion",
+) -> None:
+    """Price one product text with a registered model (the champion by default)."""
+    import mlflow
+    import pandas as pd
+
+    from pricer.evaluation.external import model_uri
+    from pricer.tracking.runs import configure
+
+    configure()
+    try:
+        loaded = mlflow.pyfunc.load_model(model_uri(model))
+    except Exception as error:  # noqa: BLE001 - MLflow's errors: an unknown model or alias
+        _fail(error)
+    print(f"${float(loaded.predict(pd.DataFrame({'text': [text]}))[0]):,.2f}")
+
+
+FrontierConfigOption = Annotated[Path, typer.Option("--config", help="An endpoint config under configs/frontier/.")]
+
+
+def _frontier_config(path: Path, k_neighbours: int | None = None):
+    from pricer.config import validate
+    from pricer.llm.frontier import FrontierConfig, load_frontier_config
+
+    config = load_frontier_config(path)
+    if k_neighbours is not None:  # re-validated, so a bad value fails like a bad file
+        config = validate(FrontierConfig, {**config.safe_dict(), "k_neighbours": k_neighbours}, str(path))
+    return config
+
+
+def _print_frontier_summary(summary: dict) -> None:
+    metrics, usage = summary["metrics"], summary["usage"]
+    table = Table(title=f"{summary['name']} ({summary['model']}) on {summary['n']} test items")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for key in ("mae", "rmsle", "hit_rate", "r2", "unparseable"):
+        value = metrics[key]
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    for key in ("calls", "cache_hits", "retries", "input_tokens", "output_tokens", "cost_usd", "items_per_s"):
+        value = usage.get(f"frontier.{key}")
+        if value is not None:
+            table.add_row(key, f"{value:.4f}" if key == "cost_usd" else f"{value:,.1f}")
+    Console().print(table)
+    if summary.get("registered"):
+        reg = summary["registered"]
+        console.print(f"{reg['name']} v{reg['version']}: {reg['decision']} ({reg['reason']})")
+
+
+@app.command()
+def frontier(
+    config: FrontierConfigOption = Path("configs/frontier/gpt-4o-mini.yaml"),
+    limit: Annotated[Optional[int], typer.Option(help="Test items to price (default: evaluation.limit).")] = None,  # noqa: UP045
+    k_neighbours: Annotated[Optional[int], typer.Option("--k-neighbours", help="Similar priced training items in the prompt (0: none).")] = None,  # noqa: UP045
+    no_register: Annotated[bool, typer.Option("--no-register", help="Evaluate only; leave the registry alone.")] = False,
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Zero-shot evaluation of an OpenAI-compatible endpoint; registers pricer-frontier through the gate."""
+    from pricer.config import load_params
+    from pricer.llm.frontier import FrontierError
+    from pricer.llm.frontier_eval import run_frontier_eval
+
+    try:
+        loaded = load_params(params)
+        summary = run_frontier_eval(
+            _frontier_config(config, k_neighbours), limit=limit if limit is not None else "config",
+            register=False if no_register else None, experiment=loaded.tracking.experiment,
+            tracking_uri=loaded.tracking.tracking_uri)
+    except (ConfigError, OSError, ValueError, FrontierError) as error:
+        _fail(error)
+    _print_frontier_summary(summary)
+
+
+@app.command("frontier-finetune")
+def frontier_finetune(
+    config: FrontierConfigOption = Path("configs/frontier/gpt-4o-mini.yaml"),
+    no_evaluate: Annotated[bool, typer.Option("--no-evaluate", help="Stop once the job has succeeded.")] = False,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Start a new job if this data's last one failed.")] = False,
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """API fine-tuning: validate the data, check the budget, run or resume the job, evaluate and register it."""
+    from pricer.config import load_params
+    from pricer.llm.frontier import FrontierError
+    from pricer.llm.frontier_finetune import run_finetune
+
+    try:
+        loaded = load_params(params)
+        summary = run_finetune(_frontier_config(config), evaluate=not no_evaluate, retry_failed=retry_failed,
+                               experiment=loaded.tracking.experiment, tracking_uri=loaded.tracking.tracking_uri)
+    except (ConfigError, OSError, ValueError, FrontierError, TimeoutError) as error:
+        # TimeoutError: the job is still running; its id is saved, so a re-run resumes it.
+        _fail(error)
+    resumed = " (resumed)" if summary["resumed"] else ""
+    console.print(f"job {summary['job_id']}{resumed}: {summary['status']} -> {summary['fine_tuned_model']} "
+                  f"(estimated ${summary['estimated_cost_usd']:.4f})")
+    if summary["evaluation"]:
+        _print_frontier_summary(summary["evaluation"])
+
+
+AgentsConfigOption = Annotated[Path, typer.Option("--config", help="The deal agents' configuration.")]
+
+
+@app.command()
+def deals(config: AgentsConfigOption = Path("configs/agents.yaml")) -> None:
+    """Run one deal-hunting cycle: scan the feeds, price the deals, surface and notify opportunities."""
+    from pricer.agents.planner import run_cycle
+
+    try:
+        report = run_cycle(config)
+    except (ConfigError, OSError) as error:
+        _fail(error)
+    table = Table(title=f"deals cycle {report.cycle_id} ({report.seconds:.1f} s)")
+    for column in ("discount", "price", "estimate", "title"):
+        table.add_column(column, justify="right" if column != "title" else "left")
+    for opp in report.opportunities:
+        table.add_row(f"{opp['discount']:.0%}", f"${opp['price']:,.2f}", f"${opp['estimate']:,.2f}", opp["title"][:70])
+    Console().print(table)
+    skipped = ", ".join(f"{n} {why}" for why, n in sorted(report.scan.get("skipped", {}).items())) or "none"
+    Console().print(
+        f"{report.deals} new deals ({skipped} skipped), {report.priced} priced by "
+        f"{', '.join(report.agents) or 'no agent'}; {report.new_opportunities} new opportunities; "
+        f"notifications: {report.delivery.get('sent', 0)} sent, {report.delivery.get('failed', 0)} failed"
+        + (f" ({report.delivery['skipped_reason']})" if report.delivery.get("skipped_reason") else "")
+    )
+
+
+@app.command()
+def ui(
+    config: AgentsConfigOption = Path("configs/agents.yaml"),
+    host: Annotated[Optional[str], typer.Option(help="Interface to listen on (default: ui.host).")] = None,  # noqa: UP045
+    port: Annotated[Optional[int], typer.Option(help="Port (default: ui.port).")] = None,  # noqa: UP045
+) -> None:
+    """Serve the deal agents' web UI: opportunities, live agent log, price box, vector store plot."""
+    from pricer.ui.app import launch
+
+    try:
+        launch(host, port, config)
+    except (ConfigError, OSError) as error:
+        _fail(error)
+
+
+@app.command("fit-ensemble")
+def fit_ensemble_command(config: AgentsConfigOption = Path("configs/agents.yaml")) -> None:
+    """Fit the ensemble's weights on the validation split, score it on test, register and gate pricer-ensemble."""
+    from pricer.agents.config import load_agents_config
+    from pricer.agents.ensemble import fit_ensemble
+
+    try:
+        fit = fit_ensemble(load_agents_config(config))
+    except (ConfigError, OSError, RuntimeError) as error:
+        _fail(error)
+    weights = ", ".join(f"{name} {value:.3f}" for name, value in fit.weights.weights.items())
+    decision = fit.decision.decision if fit.decision is not None else "not registered"
+    Console().print(f"weights: {weights}; test MAE ${fit.test_metrics['mae']:,.2f}; "
+                    f"pricer-ensemble v{fit.model_version}: {decision}")
+
+
+@app.command()
+def vectorstore(config: AgentsConfigOption = Path("configs/agents.yaml")) -> None:
+    """Build or update the frontier agent's vector store from the training split (only new products embedded)."""
+    from pricer.agents.config import load_agents_config
+    from pricer.agents.vectorstore import sync_store
+
+    try:
+        report = sync_store(load_agents_config(config))
+    except (ConfigError, OSError) as error:
+        _fail(error)
+    Console().print(f"{report.added} products added, {report.already_present} already stored "
+                    f"({'source unchanged' if report.skipped_unchanged else f'{report.source_rows} in the source'}) "
+                    f"in {report.seconds:.1f} s")
+
+
+@app.command()
+def finetune(
+    config: Annotated[Path, typer.Option("--config", help="A configs/finetune/*.yaml file.")] = Path(
+        "configs/finetune/tiny.yaml"),
+    data: Annotated[Optional[Path], typer.Option("--data-dir", help="Curated splits (default: the config's).")] = None,  # noqa: UP045
+    resume: Annotated[bool, typer.Option("--resume/--no-resume",
+                                         help="Continue from the last checkpoint of the same settings.")] = True,
+) -> None:
+    """LoRA/QLoRA fine-tune an open model, score base vs fine-tuned, register + gate pricer-specialist."""
+    from pricer.llm.stage import run_finetune
+
+    try:
+        summary = run_finetune(config, data_dir=data, resume=resume)
+    except (ConfigError, OSError, ValueError) as error:
+        _fail(error)
+
+    def number(value, spec: str) -> str:
+        return "n/a" if value is None else format(value, spec)
+
+    table = Table(title=f"fine-tuning {summary['base_model']} (test split)")
+    for column in ("model", "MAE", "RMSLE", "hit rate", "unparseable"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for label, key in (("base", "base"), ("fine-tuned", "finetuned")):
+        row = summary[key]
+        table.add_row(label, number(row.get("mae"), ",.2f"), number(row.get("rmsle"), ".3f"),
+                      number(row.get("hit_rate"), ".1%"), f"{row.get('unparseable')} of {row.get('n')}")
+    Console().print(table)
+    train = summary["train"]
+    console.print(f"{train['global_step']} steps, train loss {number(train['train_loss_first'], '.3f')} -> "
+                  f"{number(train['train_loss_last'], '.3f')}, {number(train['tokens_per_s'], ',.0f')} tokens/s"
+                  + (f", resumed from {train['resumed_from']}" if train.get("resumed_from") else ""))
+    promotion = summary["promotion"]
+    console.print(f"{promotion['name']} v{promotion['version']}: {promotion['decision']} ({promotion['reason']})")
+
+
 @app.command("show-params")
 def show_params(params: ParamsOption = Path("params.yaml")) -> None:
     """Validate params.yaml and print it with every default filled in."""

@@ -143,6 +143,46 @@ class CurateConfig(StrictModel):
         return self
 
 
+class ModelSpec(StrictModel):
+    """One model to train: ``kind`` picks the class (``pricer.baselines.models.build_model``)."""
+
+    kind: str
+    name: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_kind(self) -> ModelSpec:
+        from pricer.baselines.models import known_kinds
+
+        if self.kind not in known_kinds():
+            raise ValueError(f"unknown model kind {self.kind!r}; known: {', '.join(sorted(known_kinds()))}")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.name or self.kind
+
+
+def _default_baselines() -> list[ModelSpec]:
+    kinds = ("random", "mean", "features_lr", "tfidf_lr", "embed_lr", "embed_svr", "embed_rf", "xgboost")
+    return [ModelSpec(kind=kind) for kind in kinds]
+
+
+class BaselinesConfig(StrictModel):
+    data_dir: Path = Path("data/curated")
+    reports_dir: Path = Path("reports/baselines")
+    summary_path: Path = Path("reports/baselines.json")
+    models: list[ModelSpec] = Field(default_factory=_default_baselines, min_length=1)
+    register_as: str = "pricer-regressor"
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> BaselinesConfig:
+        labels = [spec.label for spec in self.models]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"model names must be unique, got {labels}")
+        return self
+
+
 class TrackingConfig(StrictModel):
     experiment: str = "pricer"
     tracking_uri: str | None = None  # MLFLOW_TRACKING_URI wins; default sqlite under mlruns/
@@ -154,6 +194,7 @@ class Params(StrictModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     curate: CurateConfig = Field(default_factory=CurateConfig)
+    baselines: BaselinesConfig = Field(default_factory=BaselinesConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
 

@@ -49,3 +49,24 @@ def run_curate(params_path: Path = Path("params.yaml"), data: list[Path] | None 
             dataset = mlflow.data.from_pandas(frame, source=str(path), name=f"curated-{split}", targets="price")
             mlflow.log_input(dataset, context=split)
     return summary
+
+
+def run_baselines(params_path: Path = Path("params.yaml"), data_dir: Path | None = None,
+                  only: list[str] | None = None) -> dict[str, Any]:
+    """Train every configured model, register the best as ``pricer-regressor`` through the gate."""
+    from pricer.baselines.train import Splits, register_best, train_and_log, write_summary
+
+    params = load_params(params_path)
+    config = params.baselines
+    specs = [spec for spec in config.models if not only or spec.label in only]
+    if not specs:
+        raise ConfigError(f"--only {only}: no such model in baselines.models")
+    splits = Splits.load(data_dir or config.data_dir)
+    with stage_run("baselines", {"baselines": config.model_dump(mode="json")}, experiment=params.tracking.experiment,
+                   tracking_uri=params.tracking.tracking_uri,
+                   tags={"pricer.test_digest": splits.test_digest}):
+        trained = [train_and_log(spec, splits, config.reports_dir)[0] for spec in specs]
+        decision = register_best(trained, config.register_as, splits)
+        mlflow.set_tags({"pricer.registered": config.register_as, "pricer.gate.decision": decision.decision,
+                         "pricer.gate.reason": decision.reason})
+        return write_summary(config.summary_path, trained, decision)

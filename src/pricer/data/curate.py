@@ -17,11 +17,12 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from pricer.config import CurateConfig
+from pricer.config import BalanceConfig, CurateConfig, JsonlSourceConfig
 from pricer.data.records import Product, Reason, Rejection, decode_line, has_broken_encoding, parse_record
 from pricer.data.sources import RawRecord, read_source
 from pricer.data.split import SPLITS, assign_split, item_id, unit_hash
@@ -257,3 +258,15 @@ def curate(config: CurateConfig, root: Path | None = None, records: Iterable[Raw
     report_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     log.info("curated %d of %d records (%d rejected)", report.kept, report.read, summary["rejected"])
     return summary
+
+
+def clean_file(path: Path, config: CurateConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Every usable item of one file under the curation rules, without balancing or writing splits,
+    and the report of what was rejected and why (for scoring or drift checks on new data)."""
+    config = config.model_copy(update={"source": JsonlSourceConfig(paths=[path]), "balance": BalanceConfig()})
+    curator = Curator(config)
+    kept: list[dict[str, Any]] = []
+    for batch in _batches(read_source(config.source), config.batch_size):
+        kept.extend(row for rows in curator.process(batch)[0].values() for row in rows)
+    curator.report.check_balanced()
+    return pd.DataFrame(kept, columns=SCHEMA.names), curator.report.to_dict()

@@ -1,0 +1,88 @@
+"""Serve the scheduled deployments: the deal agents every N minutes and the retraining flow by cron.
+
+    python -m flows.deployments                       # schedules from configs/agents.yaml
+    python -m flows.deployments --config other.yaml
+
+Both schedules come from the ``schedule`` section of ``configs/agents.yaml``
+(``deals_every_minutes``, ``retrain_cron``, ``timezone``). ``prefect.serve`` registers the
+deployments with the Prefect API (``PREFECT_API_URL``) and runs each scheduled flow run in a
+subprocess of this long-running process. Each deployment has a concurrency limit of one: a
+cycle that outlasts its interval delays the next instead of racing it. The retraining flow is
+imported by its ``module:function`` path only here, so the deal agents do not depend on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+from typing import Any
+
+from pricer.agents.config import AgentsConfig, load_agents_config
+
+log = logging.getLogger(__name__)
+
+
+def load_flow(path: str) -> Any:
+    """``"flows.retrain:retrain_flow"`` -> the flow object."""
+    module_name, _, attribute = path.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"expected module:function, got {path!r}")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+def build_deployments(config: AgentsConfig, config_path: str = "configs/agents.yaml") -> list[Any]:
+    """The RunnerDeployments to serve (nothing is registered until they are served)."""
+    from prefect.schedules import Cron
+
+    from flows.deals import deals_flow
+
+    schedule = config.schedule
+    deployments = [
+        deals_flow.to_deployment(
+            name=f"deals-every-{schedule.deals_every_minutes}-min",
+            schedules=[Cron(schedule.deals_cron, timezone=schedule.timezone)],
+            parameters={"config": config_path},
+            concurrency_limit=1,
+            tags=["pricer", "agents"],
+            description="One deal-hunting cycle: scan feeds, price, surface and notify opportunities.",
+        )
+    ]
+    if schedule.retrain_cron:
+        module_name = schedule.retrain_flow.partition(":")[0]
+        try:
+            retrain = load_flow(schedule.retrain_flow)
+        except ModuleNotFoundError as error:
+            if error.name != module_name:  # the module exists but something it imports is missing
+                raise
+            log.warning("retraining deployment not served: module %s does not exist yet", module_name)
+        else:
+            deployments.append(
+                retrain.to_deployment(
+                    name="retrain-scheduled",
+                    schedules=[Cron(schedule.retrain_cron, timezone=schedule.timezone)],
+                    parameters=dict(schedule.retrain_parameters),
+                    concurrency_limit=1,
+                    tags=["pricer", "retrain"],
+                    description="Scheduled retraining; the promotion gate decides what the agents load.",
+                )
+            )
+    return deployments
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/agents.yaml")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll of the API otherwise
+    from prefect import serve
+
+    config = load_agents_config(args.config)
+    deployments = build_deployments(config, args.config)
+    log.info("serving %s", ", ".join(deployment.name for deployment in deployments))
+    serve(*deployments, pause_on_shutdown=False)
+
+
+if __name__ == "__main__":
+    main()

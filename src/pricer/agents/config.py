@@ -1,0 +1,259 @@
+"""Typed configuration of the deal-hunting agents (``configs/agents.yaml``).
+
+Every path is relative to the working directory the agents run in (the repository root).
+Secrets never appear here: a notifier names the *environment variables* holding its URL,
+token or user key, and the frontier agent names a ``configs/frontier/*.yaml`` file, which in
+turn names the variable holding its API key.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from pricer.config import StrictModel, load_config
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_URL = re.compile(r"^https?://[^\s/]+")
+_CRON_FIELD = re.compile(r"^[0-9*/,\-A-Za-z?LW#]+$")
+
+
+def _check_env_name(value: str | None) -> str | None:
+    if value is not None and not _ENV_NAME.fullmatch(value):
+        # Not echoing the value: someone may have pasted the secret itself.
+        raise ValueError(
+            "must be the NAME of an environment variable (e.g. PRICER_WEBHOOK_TOKEN), not a value"
+        )
+    return value
+
+
+def _check_url(value: str | None) -> str | None:
+    if value is not None and not _URL.match(value):
+        raise ValueError("is not an http(s) URL")
+    return value
+
+
+# --------------------------------------------------------------------------- scanner
+
+
+class FeedConfig(StrictModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    url: str
+
+    _url = field_validator("url")(_check_url)
+
+
+class ScannerConfig(StrictModel):
+    timeout_s: float = Field(10.0, gt=0)  # connect/read/write/pool, per request (feed or page)
+    max_deals_per_feed: int = Field(20, gt=0)
+    max_page_bytes: int = Field(2_000_000, gt=0)  # larger pages are cut here, not read whole
+    max_description_chars: int = Field(2000, ge=100)
+    concurrency: int = Field(8, ge=1, le=64)  # pages fetched at once
+    user_agent: str = "pricer-deal-scanner/0.1"
+    # Deal links (and redirects) are followed only to a feed's own site or these hosts (and their
+    # subdomains): a feed's content must not steer the scanner to internal addresses.
+    allowed_hosts: list[str] = Field(default_factory=list)
+    any_host: bool = False  # follow links anywhere (not advised)
+
+
+# --------------------------------------------------------------------------- price agents
+
+
+class RegistryAgentConfig(StrictModel):
+    """An agent that prices with the ``@champion`` of one registered model."""
+
+    model: str = Field(min_length=1)
+
+
+class FrontierAgentConfig(StrictModel):
+    """The frontier model behind ``configs/frontier/<name>.yaml``, with similar products in the prompt."""
+
+    config: Path | None = None  # None: no frontier agent
+    k_neighbours: int = Field(5, ge=0, le=50)
+
+
+class AgentsSection(StrictModel):
+    specialist: RegistryAgentConfig | None = RegistryAgentConfig(model="pricer-specialist")
+    frontier: FrontierAgentConfig | None = FrontierAgentConfig()
+    regressor: RegistryAgentConfig | None = RegistryAgentConfig(model="pricer-regressor")
+
+
+class VectorStoreConfig(StrictModel):
+    path: Path = Path("data/vectorstore")
+    collection: str = Field("products", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{1,62}[A-Za-z0-9]$")
+    source: Path = Path("data/curated/train.parquet")
+    batch_size: int = Field(256, gt=0)  # texts embedded (and written) per batch
+    max_text_chars: int = Field(1500, gt=0)  # of a neighbour's text shown in a prompt
+
+
+def _default_members() -> dict[str, str]:
+    return {"specialist": "pricer-specialist", "frontier": "pricer-frontier", "regressor": "pricer-regressor"}
+
+
+class EnsembleConfig(StrictModel):
+    """The combiner: weights fitted on the validation split, registered as ``registered_name``."""
+
+    registered_name: str = "pricer-ensemble"
+    # Member (agent) name -> the registered model its pyfunc loads. Generic: any set of names.
+    members: dict[str, str] = Field(default_factory=_default_members, min_length=1)
+    data_dir: Path = Path("data/curated")
+    reports_dir: Path = Path("reports")
+    max_val_items: int | None = Field(300, gt=0)  # validation rows the weights are fitted on (None: all)
+    max_test_items: int | None = Field(None, gt=0)  # test rows it is scored on (None: all)
+    register_model: bool = True  # register and run the promotion gate (False: fit and score only)
+
+
+# --------------------------------------------------------------------------- planner, memory
+
+
+class PlannerConfig(StrictModel):
+    discount_threshold: float = Field(0.3, gt=0, lt=1)  # (estimate - price) / estimate must exceed it
+    min_estimate_usd: float = Field(0.0, ge=0)  # ignore items the ensemble thinks are worth less
+    max_opportunities_per_cycle: int | None = Field(None, gt=0)  # the best N by discount (None: all)
+    parallel_agents: bool = True  # agents price a batch at the same time (threads), not one after another
+
+
+class MemoryConfig(StrictModel):
+    path: Path = Path("data/memory.sqlite")
+    pending_max_age_hours: float = Field(48.0, gt=0)  # unsent older than this is expired, not sent late
+
+
+# --------------------------------------------------------------------------- messenger
+
+
+class RetrySettings(StrictModel):
+    timeout_s: float = Field(10.0, gt=0)
+    max_retries: int = Field(4, ge=0, le=20)
+    backoff_initial_s: float = Field(0.5, ge=0)
+    backoff_max_s: float = Field(30.0, ge=0)
+    max_retry_after_s: float = Field(60.0, ge=0)  # a longer Retry-After waits for the next cycle
+
+    @model_validator(mode="after")
+    def _backoff(self) -> RetrySettings:
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError("backoff_max_s must be at least backoff_initial_s")
+        return self
+
+
+class WebhookConfig(RetrySettings):
+    """POST a JSON body to a URL; an ``Idempotency-Key`` header per deal lets the receiver dedupe."""
+
+    kind: Literal["webhook"] = "webhook"
+    url: str | None = None  # a URL that is not secret
+    url_env: str | None = "PRICER_WEBHOOK_URL"  # or the env var holding it (Slack-style secret URLs)
+    token_env: str | None = None  # env var with a bearer token, sent as ``Authorization: Bearer``
+
+    _url = field_validator("url")(_check_url)
+    _envs = field_validator("url_env", "token_env")(_check_env_name)
+
+    @model_validator(mode="after")
+    def _one_url(self) -> WebhookConfig:
+        if (self.url is None) == (self.url_env is None):
+            raise ValueError("set exactly one of url and url_env")
+        return self
+
+
+class NtfyConfig(RetrySettings):
+    """ntfy.sh (or a self-hosted ntfy): a POST of the message to ``<server>/<topic>``."""
+
+    kind: Literal["ntfy"] = "ntfy"
+    server: str = "https://ntfy.sh"
+    topic_env: str = "PRICER_NTFY_TOPIC"  # anyone who knows a public topic can read it: keep it secret
+    token_env: str | None = None  # access token of a protected topic
+    priority: int = Field(3, ge=1, le=5)
+
+    _server = field_validator("server")(_check_url)
+    _envs = field_validator("topic_env", "token_env")(_check_env_name)
+
+
+class PushoverConfig(RetrySettings):
+    """Pushover's message API: an application token and a user (or group) key, both from the environment."""
+
+    kind: Literal["pushover"] = "pushover"
+    api_url: str = "https://api.pushover.net/1/messages.json"
+    token_env: str = "PUSHOVER_TOKEN"
+    user_env: str = "PUSHOVER_USER"
+
+    _api = field_validator("api_url")(_check_url)
+    _envs = field_validator("token_env", "user_env")(_check_env_name)
+
+
+class LogNotifierConfig(StrictModel):
+    """Only log the opportunity (demos, dry runs); it counts as delivered."""
+
+    kind: Literal["log"] = "log"
+
+
+NotifierConfig = Annotated[
+    WebhookConfig | NtfyConfig | PushoverConfig | LogNotifierConfig, Field(discriminator="kind")
+]
+
+
+# --------------------------------------------------------------------------- schedule, tracking, ui
+
+
+def _check_cron(value: str) -> str:
+    fields = value.split()
+    if len(fields) != 5 or not all(_CRON_FIELD.fullmatch(field) for field in fields):
+        raise ValueError(f"{value!r} is not a 5-field cron expression (minute hour day month weekday)")
+    return value
+
+
+class ScheduleConfig(StrictModel):
+    deals_every_minutes: int = Field(15, ge=1, le=59)  # becomes the cron "*/N * * * *"
+    retrain_cron: str | None = "0 4 * * 1"  # None: no retraining deployment
+    retrain_flow: str = "flows.retrain:retrain_flow"  # module:function, imported when served
+    retrain_parameters: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    timezone: str = "UTC"
+
+    _cron = field_validator("retrain_cron")(lambda value: value if value is None else _check_cron(value))
+
+    @property
+    def deals_cron(self) -> str:
+        return f"*/{self.deals_every_minutes} * * * *"
+
+
+class AgentsTrackingConfig(StrictModel):
+    experiment: str = "pricer-agents"
+    tracking_uri: str | None = None  # MLFLOW_TRACKING_URI wins; default sqlite under mlruns/
+    trace: bool = True  # one MLflow trace per planner cycle
+
+
+class UIConfig(StrictModel):
+    host: str = "127.0.0.1"
+    port: int = Field(7860, ge=0, le=65535)
+    refresh_s: float = Field(2.0, gt=0)
+    log_lines: int = Field(200, gt=0)
+    table_rows: int = Field(200, gt=0)
+    plot_max_points: int = Field(3000, gt=0)
+
+
+class AgentsConfig(StrictModel):
+    feeds: list[FeedConfig] = Field(default_factory=list)
+    scanner: ScannerConfig = Field(default_factory=ScannerConfig)
+    agents: AgentsSection = Field(default_factory=AgentsSection)
+    vectorstore: VectorStoreConfig = Field(default_factory=VectorStoreConfig)
+    ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
+    planner: PlannerConfig = Field(default_factory=PlannerConfig)
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
+    messenger: NotifierConfig = Field(default_factory=WebhookConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    tracking: AgentsTrackingConfig = Field(default_factory=AgentsTrackingConfig)
+    ui: UIConfig = Field(default_factory=UIConfig)
+
+    @model_validator(mode="after")
+    def _unique_feeds(self) -> AgentsConfig:
+        names = [feed.name for feed in self.feeds]
+        if len(set(names)) != len(names):
+            raise ValueError(f"feed names must be unique, got {names}")
+        return self
+
+
+DEFAULT_CONFIG_PATH = Path("configs/agents.yaml")
+
+
+def load_agents_config(path: str | Path = DEFAULT_CONFIG_PATH) -> AgentsConfig:
+    return load_config(AgentsConfig, path)

@@ -1,0 +1,298 @@
+"""The agents' memory: every deal priced, every opportunity surfaced, and its notification (an outbox).
+
+SQLite (WAL, ``synchronous=FULL``) under ``data/``. One planner cycle writes, in one
+transaction, the deals it priced, the opportunities it surfaced and one ``pending`` outbox row
+per opportunity, keyed by the deal's idempotency key (a hash of its canonical URL). The
+messenger then delivers pending rows and marks each ``sent`` only after its notifier
+succeeded. So a cycle killed anywhere leaves either nothing (before the commit) or pending rows
+that the next cycle delivers; a sent row is never sent again, and a deal is never recorded
+twice (the key is the primary key).
+
+The one window left is a kill after the notifier succeeded and before ``mark_sent``
+committed: that notification is sent again by the next cycle, with the same
+``Idempotency-Key`` header, so a receiver that dedupes on it still sees it once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pricer.agents.deals import Deal, Opportunity
+
+PENDING = "pending"
+SENT = "sent"
+EXPIRED = "expired"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS deals (
+    key TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    title TEXT NOT NULL,
+    price REAL NOT NULL,
+    feed TEXT NOT NULL,
+    estimate REAL,
+    cycle_id TEXT NOT NULL,
+    seen_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS opportunities (
+    key TEXT PRIMARY KEY REFERENCES deals(key),
+    url TEXT NOT NULL UNIQUE,
+    title TEXT NOT NULL,
+    description TEXT NOT NULL,
+    feed TEXT NOT NULL,
+    price REAL NOT NULL,
+    estimate REAL NOT NULL,
+    discount REAL NOT NULL,
+    estimates TEXT NOT NULL,
+    cycle_id TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    key TEXT PRIMARY KEY REFERENCES opportunities(key),
+    status TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'expired')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    notifier TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    sent_at REAL
+);
+CREATE INDEX IF NOT EXISTS outbox_status ON outbox(status);
+"""
+
+
+@dataclass(frozen=True)
+class PendingNotification:
+    key: str
+    opportunity: Opportunity
+    attempts: int
+    created_at: float
+
+
+class Memory:
+    """A thread-safe handle on the memory database (one connection per thread)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._conn().executescript(_SCHEMA)  # idempotent: CREATE ... IF NOT EXISTS
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=True)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # ---- what the scanner skips ---------------------------------------------------------------
+
+    def known_keys(self) -> set[str]:
+        return {row[0] for row in self._conn().execute("SELECT key FROM deals")}
+
+    # ---- one cycle's writes -------------------------------------------------------------------
+
+    def record_cycle(
+        self,
+        cycle_id: str,
+        priced: Sequence[tuple[Deal, float]],
+        opportunities: Sequence[Opportunity],
+        *,
+        notifier: str | None = None,
+    ) -> list[str]:
+        """Deals priced, opportunities and their pending notifications: all or nothing.
+
+        Returns the keys of the opportunities that are new (an opportunity already recorded,
+        e.g. by a cycle that crashed after its commit, is left as it is). Only a key conflict
+        is tolerated: any other constraint failure rolls the whole cycle back and raises.
+        """
+        now = time.time()
+        new: list[str] = []
+        with self._transaction() as conn:
+            for deal, estimate in priced:
+                conn.execute(
+                    "INSERT INTO deals (key, url, title, price, feed, estimate, cycle_id, seen_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (
+                        deal.key,
+                        deal.url,
+                        deal.title,
+                        deal.price,
+                        deal.feed,
+                        None if not math.isfinite(estimate) else float(estimate),
+                        cycle_id,
+                        now,
+                    ),
+                )
+            for opp in opportunities:
+                deal = opp.deal
+                conn.execute(
+                    "INSERT INTO deals (key, url, title, price, feed, estimate, cycle_id, seen_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (deal.key, deal.url, deal.title, deal.price, deal.feed, opp.estimate, cycle_id, now),
+                )
+                inserted = conn.execute(
+                    "INSERT INTO opportunities (key, url, title, description, feed, price, estimate, "
+                    "discount, estimates, cycle_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT DO NOTHING",
+                    (
+                        opp.key,
+                        deal.url,
+                        deal.title,
+                        deal.description,
+                        deal.feed,
+                        deal.price,
+                        opp.estimate,
+                        opp.discount,
+                        json.dumps(opp.estimates),
+                        cycle_id,
+                        now,
+                    ),
+                ).rowcount
+                if inserted:
+                    conn.execute(
+                        "INSERT INTO outbox (key, status, attempts, notifier, created_at, updated_at) "
+                        "VALUES (?, 'pending', 0, ?, ?, ?) ON CONFLICT DO NOTHING",
+                        (opp.key, notifier, now, now),
+                    )
+                    new.append(opp.key)
+        return new
+
+    # ---- the outbox ---------------------------------------------------------------------------
+
+    def pending(self, limit: int | None = None) -> list[PendingNotification]:
+        sql = (
+            "SELECT o.*, x.attempts AS n_attempts, x.created_at AS queued_at FROM outbox x "
+            "JOIN opportunities o ON o.key = x.key WHERE x.status = 'pending' ORDER BY x.created_at, x.key"
+        )
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [
+            PendingNotification(
+                row["key"], _opportunity(row), int(row["n_attempts"]), float(row["queued_at"])
+            )
+            for row in self._conn().execute(sql)
+        ]
+
+    def mark_sent(self, key: str, notifier: str | None = None) -> bool:
+        """Pending -> sent; False when it was not pending (already sent or expired)."""
+        now = time.time()
+        with self._transaction() as conn:
+            changed = conn.execute(
+                "UPDATE outbox SET status = 'sent', attempts = attempts + 1, sent_at = ?, updated_at = ?, "
+                "last_error = NULL, notifier = COALESCE(?, notifier) WHERE key = ? AND status = 'pending'",
+                (now, now, notifier, key),
+            ).rowcount
+        return bool(changed)
+
+    def mark_failed(self, key: str, error: str) -> None:
+        now = time.time()
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, updated_at = ? "
+                "WHERE key = ? AND status = 'pending'",
+                (error[:500], now, key),
+            )
+
+    def expire_pending(self, older_than_s: float) -> int:
+        """Pending notifications older than this are not worth sending any more."""
+        now = time.time()
+        with self._transaction() as conn:
+            return conn.execute(
+                "UPDATE outbox SET status = 'expired', updated_at = ? "
+                "WHERE status = 'pending' AND created_at < ?",
+                (now, now - older_than_s),
+            ).rowcount
+
+    # ---- reading ------------------------------------------------------------------------------
+
+    def opportunities(self, limit: int = 200) -> pd.DataFrame:
+        """The surfaced opportunities, newest first, with their notification status."""
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT o.created_at, o.title, o.price, o.estimate, o.discount, o.feed, o.url, "
+                "x.status AS notification, x.attempts, o.key, o.estimates "
+                "FROM opportunities o LEFT JOIN outbox x ON x.key = o.key "
+                "ORDER BY o.created_at DESC, o.discount DESC LIMIT ?",
+                (int(limit),),
+            )
+            .fetchall()
+        )
+        columns = [
+            "created_at",
+            "title",
+            "price",
+            "estimate",
+            "discount",
+            "feed",
+            "url",
+            "notification",
+            "attempts",
+            "key",
+            "estimates",
+        ]
+        frame = pd.DataFrame([tuple(row) for row in rows], columns=columns)
+        if not frame.empty:
+            frame["created_at"] = pd.to_datetime(frame["created_at"], unit="s").dt.strftime(
+                "%Y-%m-%d %H:%M:%S"
+            )
+        return frame
+
+    def stats(self) -> dict[str, Any]:
+        conn = self._conn()
+        counts = dict(conn.execute("SELECT status, COUNT(*) FROM outbox GROUP BY status").fetchall())
+        return {
+            "deals": conn.execute("SELECT COUNT(*) FROM deals").fetchone()[0],
+            "opportunities": conn.execute("SELECT COUNT(*) FROM opportunities").fetchone()[0],
+            "pending": counts.get(PENDING, 0),
+            "sent": counts.get(SENT, 0),
+            "expired": counts.get(EXPIRED, 0),
+        }
+
+    def outbox_row(self, key: str) -> dict[str, Any] | None:
+        row = self._conn().execute("SELECT * FROM outbox WHERE key = ?", (key,)).fetchone()
+        return None if row is None else dict(row)
+
+
+def _opportunity(row: sqlite3.Row) -> Opportunity:
+    deal = Deal(
+        url=row["url"],
+        title=row["title"],
+        description=row["description"],
+        price=row["price"],
+        feed=row["feed"],
+    )
+    return Opportunity(deal=deal, estimate=row["estimate"], estimates=json.loads(row["estimates"] or "{}"))

@@ -1,0 +1,361 @@
+"""The messenger agent: delivers the memory's pending notifications through one notifier.
+
+The notifier is chosen by ``kind`` in ``configs/agents.yaml``: ``webhook`` (an HTTP POST of
+JSON), ``ntfy``, ``pushover`` or ``log``. Every HTTP notifier retries timeouts, dropped
+connections, 429 and 5xx with exponential backoff and jitter (honouring ``Retry-After``), and
+does not retry other 4xx. Secrets (a webhook's URL or token, an ntfy topic or token, the
+Pushover keys) are read from the environment variables the config names, when the notifier
+is built, and never logged: errors name the host and the status, not the URL, and httpx's
+own request log (which prints full URLs) is held at WARNING.
+
+A notification is marked sent in memory only after its notifier succeeded; a failure leaves
+it pending for the next cycle (see ``pricer.agents.memory``).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import httpx
+
+from pricer.agents.config import (
+    LogNotifierConfig,
+    NtfyConfig,
+    PushoverConfig,
+    RetrySettings,
+    WebhookConfig,
+)
+from pricer.agents.deals import Opportunity
+from pricer.agents.memory import Memory
+
+log = logging.getLogger(__name__)
+
+RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+class NotifierUnavailable(RuntimeError):
+    """The notifier cannot be built (an environment variable it needs is not set)."""
+
+
+class DeliveryError(RuntimeError):
+    """A notification was not delivered (after retries); the message holds no secret."""
+
+
+def _secret(env: str, what: str) -> str:
+    value = os.environ.get(env, "").strip()
+    if not value:
+        raise NotifierUnavailable(f"environment variable {env} is not set: it must hold the {what}")
+    return value
+
+
+def _host(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}"
+
+
+def _quiet_http_logs() -> None:
+    # httpx logs every request's full URL at INFO; a webhook or ntfy URL can be the secret itself.
+    for name in ("httpx", "httpcore"):
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() < logging.WARNING:
+            logger.setLevel(logging.WARNING)
+
+
+def message_for(opp: Opportunity) -> dict[str, Any]:
+    """The notification's content; the deal's scraped text is only ever a field of it."""
+    deal = opp.deal
+    return {
+        "id": opp.key,
+        "title": f"Deal: {deal.title[:120]}",
+        "text": f"${deal.price:,.2f} vs an estimated ${opp.estimate:,.2f} ({opp.discount:.0%} below)",
+        "url": deal.url,
+        "price": deal.price,
+        "estimate": round(opp.estimate, 2),
+        "discount": round(opp.discount, 4),
+        "estimates": {k: (None if v is None else round(v, 2)) for k, v in opp.estimates.items()},
+        "feed": deal.feed,
+        "description": deal.description[:1000],
+    }
+
+
+class Notifier(Protocol):
+    kind: str
+
+    def send(self, opp: Opportunity) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _HttpNotifier:
+    """POST with retries and backoff; subclasses say what to post where."""
+
+    kind = "http"
+
+    def __init__(
+        self,
+        settings: RetrySettings,
+        *,
+        client: httpx.Client | None = None,
+        rng: random.Random | None = None,
+        sleep: Any = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self._client = client or httpx.Client(
+            timeout=httpx.Timeout(settings.timeout_s), follow_redirects=False
+        )
+        self._rng = rng or random.Random()
+        self._sleep = sleep
+        _quiet_http_logs()
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _backoff(self, attempt: int) -> float:
+        base = min(self.settings.backoff_max_s, self.settings.backoff_initial_s * (2 ** (attempt - 1)))
+        return self._rng.uniform(base / 2, base)
+
+    def _retry_after(self, response: httpx.Response) -> float | None:
+        raw = response.headers.get("retry-after")
+        if not raw:
+            return None
+        try:
+            return max(0.0, float(raw))
+        except ValueError:
+            parsed = email.utils.parsedate_to_datetime(raw)
+            return None if parsed is None else max(0.0, parsed.timestamp() - time.time())
+
+    def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        host = _host(url)
+        attempts = self.settings.max_retries + 1
+        last = "no attempt"
+        for attempt in range(1, attempts + 1):
+            delay: float | None = None
+            try:
+                response = self._client.post(url, **kwargs)
+            except httpx.TimeoutException:
+                last = f"timeout after {self.settings.timeout_s:g} s"
+            except httpx.HTTPError as error:
+                last = f"{type(error).__name__}"
+            else:
+                if response.status_code < 300:
+                    return response
+                last = f"HTTP {response.status_code}"
+                if response.status_code not in RETRYABLE:
+                    raise DeliveryError(f"{self.kind} to {host}: {last} (not retried)")
+                delay = self._retry_after(response)
+                if delay is not None and delay > self.settings.max_retry_after_s:
+                    raise DeliveryError(
+                        f"{self.kind} to {host}: {last}, retry after {delay:.0f} s (next cycle)"
+                    )
+            if attempt < attempts:
+                wait = delay if delay is not None else self._backoff(attempt)
+                log.info(
+                    "%s to %s: %s (attempt %d of %d); retrying in %.2f s",
+                    self.kind,
+                    host,
+                    last,
+                    attempt,
+                    attempts,
+                    wait,
+                )
+                self._sleep(wait)
+        raise DeliveryError(f"{self.kind} to {host}: {last} after {attempts} attempts")
+
+
+class WebhookNotifier(_HttpNotifier):
+    kind = "webhook"
+
+    def __init__(self, config: WebhookConfig, **kwargs: Any) -> None:
+        self.url = config.url or _secret(config.url_env or "", "webhook URL")
+        self._token = _secret(config.token_env, "webhook bearer token") if config.token_env else None
+        super().__init__(config, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"WebhookNotifier({_host(self.url)})"
+
+    def send(self, opp: Opportunity) -> None:
+        headers = {"Idempotency-Key": opp.key, "Content-Type": "application/json"}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        self.post(self.url, json=message_for(opp), headers=headers)
+
+
+class NtfyNotifier(_HttpNotifier):
+    kind = "ntfy"
+
+    def __init__(self, config: NtfyConfig, **kwargs: Any) -> None:
+        self.server = config.server.rstrip("/")
+        self._topic = _secret(config.topic_env, "ntfy topic")
+        self._token = _secret(config.token_env, "ntfy access token") if config.token_env else None
+        self.priority = config.priority
+        super().__init__(config, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"NtfyNotifier({_host(self.server)})"
+
+    def send(self, opp: Opportunity) -> None:
+        message = message_for(opp)
+        # ntfy's JSON publishing: the topic goes in the body, so the URL holds nothing secret.
+        body = {
+            "topic": self._topic,
+            "title": message["title"],
+            "message": message["text"],
+            "click": opp.deal.url,
+            "priority": self.priority,
+            "tags": ["moneybag"],
+        }
+        headers = {"Idempotency-Key": opp.key}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        self.post(self.server + "/", json=body, headers=headers)
+
+
+class PushoverNotifier(_HttpNotifier):
+    kind = "pushover"
+
+    def __init__(self, config: PushoverConfig, **kwargs: Any) -> None:
+        self.api_url = config.api_url
+        self._token = _secret(config.token_env, "Pushover application token")
+        self._user = _secret(config.user_env, "Pushover user key")
+        super().__init__(config, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"PushoverNotifier({_host(self.api_url)})"
+
+    def send(self, opp: Opportunity) -> None:
+        message = message_for(opp)
+        data = {
+            "token": self._token,
+            "user": self._user,
+            "title": message["title"][:250],
+            "message": message["text"],
+            "url": opp.deal.url[:512],
+            "url_title": "Open the deal",
+        }
+        self.post(self.api_url, data=data)
+
+
+class LogNotifier:
+    kind = "log"
+
+    def __init__(self, config: LogNotifierConfig | None = None) -> None:
+        pass
+
+    def send(self, opp: Opportunity) -> None:
+        message = message_for(opp)
+        log.info("OPPORTUNITY %s: %s - %s", message["title"], message["text"], message["url"])
+
+    def close(self) -> None:
+        pass
+
+
+def build_notifier(config: Any, **kwargs: Any) -> Notifier:
+    """The notifier ``config.kind`` names; ``NotifierUnavailable`` when a secret it needs is unset."""
+    if isinstance(config, WebhookConfig):
+        return WebhookNotifier(config, **kwargs)
+    if isinstance(config, NtfyConfig):
+        return NtfyNotifier(config, **kwargs)
+    if isinstance(config, PushoverConfig):
+        return PushoverNotifier(config, **kwargs)
+    if isinstance(config, LogNotifierConfig):
+        return LogNotifier(config)
+    raise ValueError(f"unknown notifier config {type(config).__name__}")
+
+
+@dataclass
+class DeliveryReport:
+    attempted: int = 0
+    sent: int = 0
+    failed: int = 0
+    expired: int = 0
+    skipped_reason: str | None = None
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Messenger:
+    """Delivers pending notifications from memory, oldest first, marking each sent on success."""
+
+    name = "messenger"
+
+    def __init__(
+        self, config: Any, notifier: Notifier | None = None, *, max_age_s: float = 48 * 3600
+    ) -> None:
+        self.config = config
+        self.max_age_s = max_age_s
+        self._notifier = notifier
+        self._unavailable: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return getattr(self.config, "kind", "custom")
+
+    def notifier(self) -> Notifier | None:
+        if self._notifier is None:
+            try:
+                self._notifier = build_notifier(self.config)
+            except NotifierUnavailable as error:
+                if str(error) != self._unavailable:
+                    log.warning(
+                        "messenger (%s) skipped: %s; opportunities stay pending in memory", self.kind, error
+                    )
+                    self._unavailable = str(error)
+                return None
+        return self._notifier
+
+    def deliver(self, memory: Memory) -> DeliveryReport:
+        started = time.perf_counter()
+        report = DeliveryReport()
+        report.expired = memory.expire_pending(self.max_age_s)
+        if report.expired:
+            log.warning(
+                "%d notifications pending for over %.0f h expired unsent",
+                report.expired,
+                self.max_age_s / 3600,
+            )
+        pending = memory.pending()
+        if not pending:
+            report.seconds = time.perf_counter() - started
+            return report
+        notifier = self.notifier()
+        if notifier is None:
+            report.skipped_reason = self._unavailable
+            report.seconds = time.perf_counter() - started
+            return report
+        for item in pending:
+            report.attempted += 1
+            try:
+                notifier.send(item.opportunity)
+            except DeliveryError as error:
+                memory.mark_failed(item.key, str(error))
+                report.failed += 1
+                log.warning(
+                    "notification for %s not delivered: %s; it stays pending",
+                    item.opportunity.deal.url,
+                    error,
+                )
+                continue
+            memory.mark_sent(item.key, notifier.kind)
+            report.sent += 1
+            log.info(
+                "notified (%s): %s at $%.2f, estimated $%.2f",
+                notifier.kind,
+                item.opportunity.deal.title[:80],
+                item.opportunity.deal.price,
+                item.opportunity.estimate,
+            )
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def close(self) -> None:
+        if self._notifier is not None:
+            self._notifier.close()

@@ -1,0 +1,410 @@
+"""The planner: one cycle = scan -> estimate (each agent) -> ensemble -> pick -> remember -> notify.
+
+A deal becomes an opportunity when ``(estimate - price) / estimate`` exceeds
+``planner.discount_threshold`` (and the estimate is at least ``planner.min_estimate_usd``).
+Every deal that got an estimate is remembered, so the next cycle's scan skips it; the
+opportunities and their pending notifications are written in the same transaction, then the
+messenger delivers whatever is pending, including what an earlier, interrupted cycle left.
+
+Each cycle is one MLflow trace (``deals.cycle``) with a span for the scan, one per agent
+(latency, items answered, and tokens and cost when an API was called), one for the ensemble
+and one for the messenger.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pricer.agents.config import AgentsConfig, load_agents_config
+from pricer.agents.deals import Deal, Opportunity, deal_text, discount
+from pricer.agents.ensemble import EnsembleWeights, registered_weights
+from pricer.agents.estimators import AgentResult, PriceAgent, build_agents
+from pricer.agents.memory import Memory
+from pricer.agents.messenger import Messenger
+from pricer.agents.scanner import Scanner
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CycleReport:
+    cycle_id: str
+    scan: dict[str, Any] = field(default_factory=dict)
+    deals: int = 0
+    priced: int = 0
+    unpriced: int = 0
+    opportunities: list[dict[str, Any]] = field(default_factory=list)
+    new_opportunities: int = 0
+    agents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    skipped_agents: list[str] = field(default_factory=list)
+    ensemble_weights: dict[str, float] = field(default_factory=dict)
+    delivery: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(
+        default_factory=dict
+    )  # seconds per step: scan, estimate, memory, messenger
+    seconds: float = 0.0
+    trace_id: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Estimate:
+    """Every agent's answers for a batch of texts and the ensemble's combination of them."""
+
+    results: dict[str, AgentResult]
+    ensemble: np.ndarray
+    weights: EnsembleWeights
+    skipped: list[str]
+
+
+class Planner:
+    """Runs cycles over the configured scanner, agents, memory and messenger (each replaceable)."""
+
+    def __init__(
+        self,
+        config: AgentsConfig,
+        *,
+        scanner: Scanner | None = None,
+        agents: Sequence[PriceAgent] | None = None,
+        memory: Memory | None = None,
+        messenger: Messenger | None = None,
+        weights: EnsembleWeights | None = None,
+    ) -> None:
+        from pricer.tracking.runs import configure
+
+        self.config = config
+        # The registry the agents read and the store the traces go to.
+        self.experiment_id = configure(config.tracking.tracking_uri, config.tracking.experiment)
+        self.scanner = scanner or Scanner(config.scanner, config.feeds)
+        self.agents = list(agents) if agents is not None else build_agents(config)
+        self.memory = memory or Memory(config.memory.path)
+        self.messenger = messenger or Messenger(
+            config.messenger, max_age_s=config.memory.pending_max_age_hours * 3600
+        )
+        self._fixed_weights = weights
+        self._lock = threading.Lock()
+        self._no_agent_logged = False
+
+    @classmethod
+    def from_config(cls, path: str | Path = "configs/agents.yaml", **kwargs: Any) -> Planner:
+        return cls(load_agents_config(path), **kwargs)
+
+    def close(self) -> None:
+        self.scanner.close()
+        self.messenger.close()
+        self.memory.close()
+
+    # ---- estimating ---------------------------------------------------------------------------
+
+    def weights(self) -> EnsembleWeights:
+        """Fixed weights if given, else the ``pricer-ensemble`` champion's, else equal weights."""
+        if self._fixed_weights is not None:
+            return self._fixed_weights
+        try:
+            found = registered_weights(self.config.ensemble.registered_name)
+        except Exception as error:  # noqa: BLE001 - fall back to equal weights, say why
+            log.warning(
+                "ensemble weights could not be read from the registry (%s); using equal weights", error
+            )
+            found = None
+        return found or EnsembleWeights.equal([agent.name for agent in self.agents])
+
+    def ready_agents(self) -> tuple[list[PriceAgent], list[str]]:
+        ready, skipped = [], []
+        for agent in self.agents:
+            try:
+                ok = agent.ready()
+            except Exception:
+                log.exception("agent %s could not be prepared; skipped", agent.name)
+                ok = False
+            (ready if ok else skipped).append(agent if ok else agent.name)
+        return ready, skipped
+
+    def estimate(self, texts: Sequence[str], *, traced: bool = False) -> Estimate:
+        agents, skipped = self.ready_agents()
+        weights = self.weights()
+        texts = list(texts)
+        if self.config.planner.parallel_agents and len(agents) > 1:
+            # Each agent in its own thread, in a copy of this context so its span nests under the cycle's.
+            with ThreadPoolExecutor(len(agents), thread_name_prefix="agent") as pool:
+                futures = [
+                    pool.submit(contextvars.copy_context().run, self._run_agent, agent, texts, traced)
+                    for agent in agents
+                ]
+                done = [future.result() for future in futures]
+        else:
+            done = [self._run_agent(agent, texts, traced) for agent in agents]
+        results = {result.name: result for result in done}
+        with self._span("ensemble", "CHAIN", traced) as span:
+            combined = (
+                weights.combine({name: r.estimates for name, r in results.items()})
+                if results
+                else np.full(len(texts), np.nan)
+            )
+            if span is not None:
+                span.set_inputs(
+                    {"members": list(results), "weights": weights.weights, "source": weights.source}
+                )
+                span.set_outputs(
+                    {"estimates": [None if not math.isfinite(v) else round(float(v), 2) for v in combined]}
+                )
+        return Estimate(results, combined, weights, skipped)
+
+    def _run_agent(self, agent: PriceAgent, texts: list[str], traced: bool) -> AgentResult:
+        with self._span(f"agent.{agent.name}", "AGENT", traced) as span:
+            result = agent.estimate(texts)
+            if span is not None:
+                _annotate_agent(span, result, len(texts))
+        log.info(
+            "agent %s priced %d of %d items in %.2f s%s",
+            agent.name,
+            result.answered,
+            len(texts),
+            result.latency_s,
+            f" (${result.cost_usd:.4f}, {result.input_tokens + result.output_tokens} tokens)"
+            if result.input_tokens
+            else "",
+        )
+        return result
+
+    def price(self, text: str) -> dict[str, Any]:
+        """One product text -> each agent's estimate and the ensemble's (the UI's price box)."""
+        estimate = self.estimate([text])
+        rows = {name: _first(result.estimates) for name, result in estimate.results.items()}
+        return {
+            "agents": rows,
+            "latency_s": {name: result.latency_s for name, result in estimate.results.items()},
+            "ensemble": _first(list(estimate.ensemble)),
+            "skipped": estimate.skipped,
+            "weights": estimate.weights.weights,
+        }
+
+    # ---- one cycle ----------------------------------------------------------------------------
+
+    def run_cycle(self) -> CycleReport:
+        with self._lock:
+            cycle_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+            started = time.perf_counter()
+            report = CycleReport(cycle_id)
+            with self._trace(cycle_id) as root:
+                try:
+                    self._cycle(report, root is not None)
+                finally:
+                    report.seconds = time.perf_counter() - started
+                    if root is not None:
+                        report.trace_id = root.trace_id
+                        root.set_outputs(
+                            {
+                                k: report.as_dict()[k]
+                                for k in (
+                                    "deals",
+                                    "priced",
+                                    "unpriced",
+                                    "new_opportunities",
+                                    "opportunities",
+                                    "delivery",
+                                    "skipped_agents",
+                                )
+                            }
+                        )
+                        root.set_attributes({"cycle_id": cycle_id, "seconds": report.seconds})
+            self._flush_traces()
+            log.info(
+                "cycle %s: %d deals, %d priced, %d new opportunities, %d notified in %.1f s",
+                cycle_id,
+                report.deals,
+                report.priced,
+                report.new_opportunities,
+                report.delivery.get("sent", 0),
+                report.seconds,
+            )
+            return report
+
+    def _cycle(self, report: CycleReport, traced: bool) -> None:
+        settings = self.config.planner
+        clock = time.perf_counter()
+        with self._span("scanner", "TOOL", traced) as span:
+            deals, scan = self.scanner.scan(known=self.memory.known_keys())
+            report.scan = scan.as_dict()
+            if span is not None:
+                span.set_inputs({"feeds": [feed.name for feed in self.scanner.feeds]})
+                span.set_outputs(report.scan)
+                span.set_attributes({"latency_s": scan.seconds})
+        report.deals = len(deals)
+        report.timings["scan"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+
+        opportunities: list[Opportunity] = []
+        priced: list[tuple[Deal, float]] = []
+        if deals:
+            texts = [deal_text(deal, self.config.scanner.max_description_chars) for deal in deals]
+            estimate = self.estimate(texts, traced=traced)
+            report.skipped_agents = estimate.skipped
+            report.ensemble_weights = estimate.weights.weights
+            report.agents = {name: _agent_summary(result) for name, result in estimate.results.items()}
+            if not estimate.results and not self._no_agent_logged:
+                log.error(
+                    "no price agent is available (%s): deals stay unpriced and will be scanned again",
+                    ", ".join(estimate.skipped) or "none configured",
+                )
+                self._no_agent_logged = True
+            for i, (deal, value) in enumerate(zip(deals, estimate.ensemble, strict=True)):
+                value = float(value)
+                if not math.isfinite(value) or value <= 0:
+                    report.unpriced += 1
+                    continue
+                report.priced += 1
+                off = discount(deal.price, value)
+                if value >= settings.min_estimate_usd and off > settings.discount_threshold:
+                    per_agent = {
+                        name: _or_none(result.estimates[i]) for name, result in estimate.results.items()
+                    }
+                    opportunities.append(Opportunity(deal=deal, estimate=value, estimates=per_agent))
+                else:
+                    priced.append((deal, value))
+            opportunities.sort(key=lambda opp: opp.discount, reverse=True)
+            if settings.max_opportunities_per_cycle is not None:
+                for opp in opportunities[settings.max_opportunities_per_cycle :]:
+                    priced.append((opp.deal, opp.estimate))  # remembered as seen, not surfaced
+                opportunities = opportunities[: settings.max_opportunities_per_cycle]
+
+        report.timings["estimate"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        with self._span("memory", "TOOL", traced) as span:
+            new = self.memory.record_cycle(
+                report.cycle_id, priced, opportunities, notifier=self.messenger.kind
+            )
+            report.new_opportunities = len(new)
+            if span is not None:
+                span.set_attributes({"deals_remembered": len(priced) + len(opportunities), "new": len(new)})
+        report.opportunities = [
+            {
+                "url": opp.deal.url,
+                "title": opp.deal.title,
+                "price": opp.deal.price,
+                "estimate": round(opp.estimate, 2),
+                "discount": round(opp.discount, 4),
+            }
+            for opp in opportunities
+        ]
+        for opp in opportunities:
+            log.info(
+                "opportunity: %s at $%.2f, estimated $%.2f (%.0f%% below)",
+                opp.deal.title[:80],
+                opp.deal.price,
+                opp.estimate,
+                100 * opp.discount,
+            )
+
+        report.timings["memory"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        with self._span("messenger", "TOOL", traced) as span:
+            delivery = self.messenger.deliver(self.memory)
+            report.delivery = delivery.as_dict()
+            if span is not None:
+                span.set_attributes({"kind": self.messenger.kind, "latency_s": delivery.seconds})
+                span.set_outputs(report.delivery)
+        report.timings["messenger"] = time.perf_counter() - clock
+
+    # ---- tracing ------------------------------------------------------------------------------
+
+    @contextmanager
+    def _trace(self, cycle_id: str) -> Iterator[Any]:
+        if not self.config.tracking.trace:
+            yield None
+            return
+        import mlflow
+
+        mlflow.set_experiment(experiment_id=self.experiment_id)
+        with mlflow.start_span(name="deals.cycle", span_type="CHAIN") as span:
+            span.set_inputs(
+                {
+                    "cycle_id": cycle_id,
+                    "feeds": len(self.config.feeds),
+                    "threshold": self.config.planner.discount_threshold,
+                }
+            )
+            mlflow.update_current_trace(tags={"pricer.cycle_id": cycle_id, "pricer.component": "deals"})
+            yield span
+
+    def _span(self, name: str, span_type: str, traced: bool) -> Any:
+        if not traced:
+            return nullcontext(None)
+        import mlflow
+
+        return mlflow.start_span(name=name, span_type=span_type)
+
+    def _flush_traces(self) -> None:
+        if not self.config.tracking.trace:
+            return
+        try:
+            import mlflow
+
+            mlflow.flush_trace_async_logging()
+        except Exception:  # flushing is best effort: the trace is already handed to MLflow
+            log.debug("trace flush failed", exc_info=True)
+
+
+def _annotate_agent(span: Any, result: AgentResult, n: int) -> None:
+    span.set_inputs({"items": n, "model": result.model})
+    attributes: dict[str, Any] = {"latency_s": result.latency_s, "answered": result.answered, "items": n}
+    if result.model:
+        attributes["model"] = result.model
+    if result.input_tokens or result.output_tokens or result.cost_usd:
+        # Plain attributes: the client's own CHAT_MODEL spans carry the usage MLflow sums per trace.
+        attributes.update(
+            {
+                "input_tokens": result.input_tokens,
+                "output_tokens": result.output_tokens,
+                "cost_usd": result.cost_usd,
+            }
+        )
+    if result.error:
+        attributes["error"] = result.error
+    attributes.update({f"extra.{k}": v for k, v in result.extra.items()})
+    span.set_attributes(attributes)
+    span.set_outputs({"estimates": [_or_none(v) for v in result.estimates]})
+
+
+def _agent_summary(result: AgentResult) -> dict[str, Any]:
+    return {
+        "latency_s": round(result.latency_s, 4),
+        "answered": result.answered,
+        "model": result.model,
+        "input_tokens": result.input_tokens,
+        "output_tokens": result.output_tokens,
+        "cost_usd": result.cost_usd,
+        "error": result.error,
+    }
+
+
+def _or_none(value: float) -> float | None:
+    return None if value is None or not math.isfinite(value) else round(float(value), 2)
+
+
+def _first(values: Sequence[float]) -> float | None:
+    return _or_none(values[0]) if len(values) else None
+
+
+def run_cycle(config_path: str | Path = "configs/agents.yaml") -> CycleReport:
+    """One planner cycle from a config file (what the CLI and the Prefect flow call)."""
+    planner = Planner.from_config(config_path)
+    try:
+        return planner.run_cycle()
+    finally:
+        planner.close()

@@ -1,0 +1,224 @@
+"""The products the frontier agent retrieves from: a Chroma collection of the curated training split.
+
+Built with the project's embedding path (``pricer.embeddings.get_embedder``: unit-length
+vectors, so cosine distance = 1 - dot product) and persisted under ``data/vectorstore``. The
+build is incremental: ids already in the collection are never embedded again, and a source
+file whose digest matches the one recorded at the last sync is not even re-read beyond its
+hash. Each record keeps the product text (the document), its price, category and title.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pricer.tracking.runs import file_digest
+
+log = logging.getLogger(__name__)
+
+_SYNC_META = "pricer_source_digest"
+
+
+def default_embedder() -> Any:
+    from pricer.embeddings import get_embedder
+
+    return get_embedder()
+
+
+@dataclass
+class SyncReport:
+    source_rows: int
+    already_present: int
+    added: int
+    seconds: float
+    skipped_unchanged: bool = False
+
+
+class ProductStore:
+    """A persistent Chroma collection of products with prices; ``neighbours`` answers RAG queries."""
+
+    def __init__(
+        self, path: str | Path, collection: str = "products", embedder: Any = None, batch_size: int = 256
+    ) -> None:
+        self.path = Path(path)
+        self.collection_name = collection
+        self.batch_size = batch_size
+        self._embedder = embedder
+        self._client: Any = None
+        self._collection: Any = None
+
+    # ---- plumbing ---------------------------------------------------------------------------
+
+    @property
+    def embedder(self) -> Any:
+        if self._embedder is None:
+            self._embedder = default_embedder()
+        return self._embedder
+
+    @property
+    def collection(self) -> Any:
+        if self._collection is None:
+            import chromadb
+            from chromadb.config import Settings
+
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._client = chromadb.PersistentClient(
+                path=str(self.path), settings=Settings(anonymized_telemetry=False, allow_reset=False)
+            )
+            # embedding_function=None: vectors always come from our embedder, never Chroma's download.
+            self._collection = self._client.get_or_create_collection(
+                self.collection_name, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
+            )
+        return self._collection
+
+    def count(self) -> int:
+        return int(self.collection.count())
+
+    def _max_batch(self) -> int:
+        self.collection  # noqa: B018 - opens the client
+        try:
+            return max(1, min(self.batch_size, int(self._client.get_max_batch_size())))
+        except Exception:  # noqa: BLE001 - older clients lack it: our own batch size is safe
+            return self.batch_size
+
+    # ---- building ---------------------------------------------------------------------------
+
+    def _existing(self, ids: Sequence[str]) -> set[str]:
+        present: set[str] = set()
+        step = self._max_batch()
+        for start in range(0, len(ids), step):
+            got = self.collection.get(ids=list(ids[start : start + step]), include=[])
+            present.update(got["ids"])
+        return present
+
+    def sync(self, source: str | Path | pd.DataFrame, *, digest: str | None = None) -> SyncReport:
+        """Add the products of ``source`` (a parquet path or a frame with id, text, price) not yet stored."""
+        started = time.perf_counter()
+        if not isinstance(source, pd.DataFrame):
+            path = Path(source)
+            if not path.exists():
+                raise FileNotFoundError(f"{path} does not exist: curate the data first (pricer curate)")
+            digest = digest or file_digest(path)
+            stored = (self.collection.metadata or {}).get(_SYNC_META)
+            if stored == digest and self.count() > 0:
+                return SyncReport(self.count(), self.count(), 0, time.perf_counter() - started, True)
+            items = pd.read_parquet(path)
+        else:
+            items = source
+        missing = [column for column in ("id", "text", "price") if column not in items.columns]
+        if missing:
+            raise ValueError(f"the vector store needs columns id, text and price; missing {missing}")
+        items = items.drop_duplicates("id").reset_index(drop=True)
+        ids = items["id"].astype(str).tolist()
+        present = self._existing(ids)
+        new = items[~items["id"].astype(str).isin(present)].reset_index(drop=True)
+        step = self._max_batch()
+        for start in range(0, len(new), step):
+            batch = new.iloc[start : start + step]
+            vectors = np.asarray(self.embedder.embed(batch["text"].astype(str).tolist()), dtype=np.float32)
+            if vectors.shape[0] != len(batch):
+                raise ValueError(f"the embedder returned {vectors.shape[0]} vectors for {len(batch)} texts")
+            self.collection.upsert(
+                ids=batch["id"].astype(str).tolist(),
+                embeddings=vectors,
+                documents=batch["text"].astype(str).tolist(),
+                metadatas=[_metadata(row) for row in batch.to_dict("records")],
+            )
+            log.info("vector store: embedded %d of %d new products", min(start + step, len(new)), len(new))
+        if digest is not None:
+            self._record_digest(digest)
+        report = SyncReport(len(items), len(present), len(new), time.perf_counter() - started)
+        log.info(
+            "vector store %s: %d products, %d added, %d already there (%.1f s)",
+            self.path,
+            self.count(),
+            report.added,
+            report.already_present,
+            report.seconds,
+        )
+        return report
+
+    def _record_digest(self, digest: str) -> None:
+        metadata = dict(self.collection.metadata or {})
+        metadata.pop("hnsw:space", None)  # the space lives in the configuration, not the metadata
+        metadata[_SYNC_META] = digest
+        self.collection.modify(metadata=metadata)
+
+    # ---- querying ---------------------------------------------------------------------------
+
+    def neighbours(
+        self, texts: Sequence[str], k: int, *, max_chars: int | None = None, vectors: np.ndarray | None = None
+    ) -> list[list[tuple[str, float]]]:
+        """The k most similar stored products of each text, as (text, price), best first."""
+        if k <= 0 or not texts:
+            return [[] for _ in texts]
+        total = self.count()
+        if total == 0:
+            return [[] for _ in texts]
+        if vectors is None:
+            vectors = np.asarray(self.embedder.embed(list(texts)), dtype=np.float32)
+        found = self.collection.query(
+            query_embeddings=vectors, n_results=min(total, k + 1), include=["documents", "metadatas"]
+        )
+        results: list[list[tuple[str, float]]] = []
+        for text, documents, metadatas in zip(texts, found["documents"], found["metadatas"], strict=True):
+            pairs = [
+                (document[:max_chars] if max_chars else document, float(meta["price"]))
+                for document, meta in zip(documents, metadatas, strict=True)
+                if document != text  # never show a model the very item it prices
+            ]
+            results.append(pairs[:k])
+        return results
+
+    def projection(self, max_points: int = 3000, seed: int = 0) -> pd.DataFrame:
+        """A 2-D PCA of (up to ``max_points``) stored vectors: pc1, pc2, category, title, price."""
+        columns = ["pc1", "pc2", "category", "title", "price"]
+        total = self.count()
+        if total == 0:
+            return pd.DataFrame(columns=columns)
+        got = self.collection.get(include=["embeddings", "metadatas"], limit=total)
+        vectors = np.asarray(got["embeddings"], dtype=np.float32)
+        metas = got["metadatas"]
+        if len(vectors) > max_points:
+            keep = np.sort(np.random.default_rng(seed).choice(len(vectors), max_points, replace=False))
+            vectors = vectors[keep]
+            metas = [metas[i] for i in keep]
+        centred = vectors - vectors.mean(axis=0, keepdims=True)
+        if len(centred) >= 2:
+            _, _, components = np.linalg.svd(centred, full_matrices=False)
+            points = centred @ components[:2].T
+            if points.shape[1] < 2:
+                points = np.pad(points, ((0, 0), (0, 2 - points.shape[1])))
+        else:
+            points = np.zeros((len(centred), 2), dtype=np.float32)
+        return pd.DataFrame(
+            {
+                "pc1": points[:, 0].astype(float),
+                "pc2": points[:, 1].astype(float),
+                "category": [str(meta.get("category") or "Unknown") for meta in metas],
+                "title": [str(meta.get("title") or "") for meta in metas],
+                "price": [float(meta.get("price") or 0.0) for meta in metas],
+            }
+        )
+
+
+def _metadata(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "price": float(row["price"]),
+        "category": str(row.get("category") or "Unknown"),
+        "title": str(row.get("title") or "")[:300],
+    }
+
+
+def sync_store(config: Any) -> SyncReport:
+    """Build or update the store ``config.vectorstore`` (an ``AgentsConfig``) describes, from its source."""
+    settings = config.vectorstore
+    store = ProductStore(settings.path, settings.collection, batch_size=settings.batch_size)
+    return store.sync(settings.source)

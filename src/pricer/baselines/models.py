@@ -1,0 +1,484 @@
+"""The traditional model zoo: every model prices a product from its text (other columns help when present).
+
+All learned models fit log1p(price) and answer in dollars through ``LogPriceModel``: prices are skewed
+($1 to $999, median ~$30), and the back-transformed log prediction is a conditional median, which is
+what mean absolute error rewards. The strong models:
+
+- ``text_ridge``: Ridge on TF-IDF word 1-2-grams plus char_wb 2-5-grams (sub-word pieces catch model
+  numbers, units and brands that split into rare words).
+- ``knn``: the similarity-weighted mean log price of the nearest training items in MiniLM space.
+- ``boost``: XGBoost over embeddings, engineered features, kNN-price features and the ``text_ridge``
+  prediction; the last two are computed out of fold on the training split, grouped by title, so the
+  booster learns how far to trust them on items it has not seen.
+- ``stack``: a non-negative linear blend of member models in log space, fitted on the val split only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import lsq_linear
+from scipy.sparse import csr_matrix
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import NotFittedError
+from sklearn.decomposition import TruncatedSVD
+from sklearn.ensemble import RandomForestRegressor
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LinearRegression, Ridge
+from sklearn.model_selection import GroupKFold
+from sklearn.pipeline import FeatureUnion, Pipeline, make_pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
+from sklearn.svm import SVR
+from sklearn.utils.validation import check_is_fitted
+from xgboost import XGBRegressor
+
+from pricer.baselines.features import (
+    EngineeredFeatures,
+    log_prices,
+    row_keys,
+    texts,
+    title_groups,
+    to_prices,
+)
+from pricer.embeddings import EmbeddingFeatures
+
+__all__ = [
+    "MODEL_KINDS",
+    "Boost",
+    "EmbedLR",
+    "EmbedRF",
+    "EmbedSVR",
+    "FeaturesLR",
+    "KnnPrice",
+    "LogPriceModel",
+    "MeanPrice",
+    "PriceModel",
+    "RandomPrice",
+    "Stack",
+    "TextRidge",
+    "TfidfLR",
+    "XGBoostModel",
+    "build_model",
+]
+
+
+class PriceModel(BaseEstimator):
+    """fit on a frame with ``text`` and ``price``; predict dollars (>= 0) for a frame with ``text``."""
+
+    kind: ClassVar[str]
+
+    def fit(self, train: pd.DataFrame, val: pd.DataFrame | None = None) -> Self:
+        raise NotImplementedError
+
+    def predict(self, items: pd.DataFrame) -> np.ndarray:
+        raise NotImplementedError
+
+
+class LogPriceModel(PriceModel):
+    """The one log-target wrapper: subclasses learn and predict log1p(price)."""
+
+    def fit(self, train: pd.DataFrame, val: pd.DataFrame | None = None) -> Self:
+        self._fit_log(train, log_prices(train))
+        return self
+
+    def predict(self, items: pd.DataFrame) -> np.ndarray:
+        return to_prices(self.predict_log(items))
+
+    def _fit_log(self, train: pd.DataFrame, y: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def predict_log(self, items: pd.DataFrame) -> np.ndarray:
+        raise NotImplementedError
+
+
+# --- floors ---------------------------------------------------------------------------------------
+
+
+class RandomPrice(PriceModel):
+    """A uniform guess in the training price range: what no information scores."""
+
+    kind: ClassVar[str] = "random"
+
+    def __init__(self, seed: int = 42) -> None:
+        self.seed = seed
+
+    def fit(self, train: pd.DataFrame, val: pd.DataFrame | None = None) -> Self:
+        self.low_, self.high_ = float(train["price"].min()), float(train["price"].max())
+        return self
+
+    def predict(self, items: pd.DataFrame) -> np.ndarray:
+        # A fresh generator per call: the same items get the same guesses, before and after pickling.
+        return np.random.default_rng(self.seed).uniform(self.low_, self.high_, len(items))
+
+
+class MeanPrice(PriceModel):
+    kind: ClassVar[str] = "mean"
+
+    def fit(self, train: pd.DataFrame, val: pd.DataFrame | None = None) -> Self:
+        self.mean_ = float(train["price"].mean())
+        return self
+
+    def predict(self, items: pd.DataFrame) -> np.ndarray:
+        return np.full(len(items), self.mean_)
+
+
+# --- building blocks ----------------------------------------------------------------------------
+
+
+def embed(items: pd.DataFrame) -> np.ndarray:
+    """MiniLM vectors of the texts (unit length), cached on disk by the shared embedder."""
+    return EmbeddingFeatures().transform(texts(items))
+
+
+def _texts_step() -> FunctionTransformer:
+    return FunctionTransformer(texts)
+
+
+def _embedding_step() -> Pipeline:
+    return make_pipeline(_texts_step(), EmbeddingFeatures())
+
+
+def _engineered_step() -> Pipeline:
+    # Medians for unknown numbers plus a was-missing flag: "no weight given" says something itself.
+    return make_pipeline(
+        EngineeredFeatures(), SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
+        StandardScaler(),
+    )
+
+
+class _LeanTfidf(TfidfVectorizer):
+    """TF-IDF that drops ``stop_words_`` (every pruned n-gram, introspection only) so pickles stay small."""
+
+    def fit_transform(self, raw_documents: Any, y: Any = None) -> csr_matrix:
+        matrix = super().fit_transform(raw_documents, y)
+        self.stop_words_ = None
+        return matrix
+
+    def fit(self, raw_documents: Any, y: Any = None) -> Self:
+        self.fit_transform(raw_documents, y)
+        return self
+
+
+def _word_tfidf(max_features: int) -> _LeanTfidf:
+    return _LeanTfidf(ngram_range=(1, 2), min_df=2, max_df=0.9, sublinear_tf=True, max_features=max_features,
+                      dtype=np.float32)
+
+
+def _char_tfidf(max_features: int) -> _LeanTfidf:
+    return _LeanTfidf(analyzer="char_wb", ngram_range=(2, 5), min_df=3, sublinear_tf=True,
+                      max_features=max_features, dtype=np.float32)
+
+
+class _PipelineModel(LogPriceModel):
+    """A model that is one sklearn pipeline from the items frame to log price."""
+
+    def _pipeline(self) -> Pipeline:
+        raise NotImplementedError
+
+    def _fit_log(self, train: pd.DataFrame, y: np.ndarray) -> None:
+        self.pipeline_ = self._pipeline().fit(train, y)
+
+    def predict_log(self, items: pd.DataFrame) -> np.ndarray:
+        return self.pipeline_.predict(items)
+
+
+# --- classic families ---------------------------------------------------------------------------
+
+
+class FeaturesLR(_PipelineModel):
+    kind: ClassVar[str] = "features_lr"
+
+    def _pipeline(self) -> Pipeline:
+        return make_pipeline(_engineered_step(), LinearRegression())
+
+
+class TfidfLR(_PipelineModel):
+    kind: ClassVar[str] = "tfidf_lr"
+
+    def __init__(self, alpha: float = 1.0, max_features: int = 200_000) -> None:
+        self.alpha = alpha
+        self.max_features = max_features
+
+    def _pipeline(self) -> Pipeline:
+        return make_pipeline(_texts_step(), _word_tfidf(self.max_features), Ridge(alpha=self.alpha))
+
+
+class EmbedLR(_PipelineModel):
+    kind: ClassVar[str] = "embed_lr"
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        self.alpha = alpha
+
+    def _pipeline(self) -> Pipeline:
+        return make_pipeline(_embedding_step(), Ridge(alpha=self.alpha))
+
+
+class EmbedSVR(_PipelineModel):
+    kind: ClassVar[str] = "embed_svr"
+
+    def __init__(self, C: float = 3.0, epsilon: float = 0.1) -> None:
+        self.C = C
+        self.epsilon = epsilon
+
+    def _pipeline(self) -> Pipeline:
+        return make_pipeline(_embedding_step(), SVR(C=self.C, epsilon=self.epsilon, cache_size=1000))
+
+
+class EmbedRF(_PipelineModel):
+    kind: ClassVar[str] = "embed_rf"
+
+    def __init__(self, n_estimators: int = 200, max_features: float = 0.2, min_samples_leaf: int = 2,
+                 seed: int = 42) -> None:
+        self.n_estimators = n_estimators
+        self.max_features = max_features
+        self.min_samples_leaf = min_samples_leaf
+        self.seed = seed
+
+    def _pipeline(self) -> Pipeline:
+        forest = RandomForestRegressor(n_estimators=self.n_estimators, max_features=self.max_features,
+                                       min_samples_leaf=self.min_samples_leaf, random_state=self.seed, n_jobs=-1)
+        return make_pipeline(_embedding_step(), forest)
+
+
+def _xgb(n_estimators: int, learning_rate: float, max_depth: int, seed: int) -> XGBRegressor:
+    return XGBRegressor(
+        n_estimators=n_estimators, learning_rate=learning_rate, max_depth=max_depth, subsample=0.8,
+        colsample_bytree=0.5, min_child_weight=3, reg_lambda=1.0, tree_method="hist", n_jobs=1,
+        random_state=seed,
+    )
+
+
+class XGBoostModel(_PipelineModel):
+    """XGBoost on TF-IDF SVD components, engineered features and embeddings."""
+
+    kind: ClassVar[str] = "xgboost"
+
+    def __init__(self, n_components: int = 100, n_estimators: int = 400, learning_rate: float = 0.05,
+                 max_depth: int = 6, seed: int = 42) -> None:
+        self.n_components = n_components
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.max_depth = max_depth
+        self.seed = seed
+
+    def _pipeline(self) -> Pipeline:
+        svd = make_pipeline(_texts_step(), _word_tfidf(50_000),
+                            TruncatedSVD(self.n_components, random_state=self.seed))
+        features = FeatureUnion([("svd", svd), ("engineered", _engineered_step()), ("embedding", _embedding_step())])
+        return make_pipeline(features, _xgb(self.n_estimators, self.learning_rate, self.max_depth, self.seed))
+
+
+# --- strong models ------------------------------------------------------------------------------
+
+
+class TextRidge(LogPriceModel):
+    """Ridge on word 1-2-gram and char_wb 2-5-gram TF-IDF."""
+
+    kind: ClassVar[str] = "text_ridge"
+
+    def __init__(self, alpha: float = 1.0, word_features: int = 200_000, char_features: int = 300_000) -> None:
+        self.alpha = alpha
+        self.word_features = word_features
+        self.char_features = char_features
+
+    def _fit_log(self, train: pd.DataFrame, y: np.ndarray) -> None:
+        self.fit_ridge(self.fit_vectorizer(train), y)
+
+    def fit_vectorizer(self, train: pd.DataFrame) -> csr_matrix:
+        """Fit the TF-IDF vocabulary on ``train`` and return its matrix (for callers that refit the ridge)."""
+        self.vectorizer_ = FeatureUnion([
+            ("word", make_pipeline(_texts_step(), _word_tfidf(self.word_features))),
+            ("char", make_pipeline(_texts_step(), _char_tfidf(self.char_features))),
+        ])
+        return self.vectorizer_.fit_transform(train).tocsr()
+
+    def fit_ridge(self, matrix: csr_matrix, y: np.ndarray) -> Self:
+        self.ridge_ = Ridge(alpha=self.alpha).fit(matrix, y)
+        return self
+
+    def predict_log(self, items: pd.DataFrame) -> np.ndarray:
+        return self.ridge_.predict(self.vectorizer_.transform(items))
+
+
+class NearestPrices(BaseEstimator):
+    """Cosine nearest neighbours over unit vectors, summarised as log-price features.
+
+    Features per query: the similarity-weighted mean and median of the k nearest log prices, their
+    spread, the nearest one's log price and similarity, and the mean similarity (how familiar the item is).
+    """
+
+    n_features: ClassVar[int] = 6
+
+    def __init__(self, k: int = 15, temperature: float = 0.05) -> None:
+        self.k = k
+        self.temperature = temperature
+
+    def fit(self, vectors: np.ndarray, y: np.ndarray) -> Self:
+        self.vectors_ = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.y_ = np.asarray(y, dtype=float)
+        return self
+
+    def transform(self, vectors: np.ndarray, block: int = 2048) -> np.ndarray:
+        k = min(self.k, len(self.y_))
+        out = np.empty((len(vectors), self.n_features))
+        for start in range(0, len(vectors), block):
+            sims = vectors[start:start + block] @ self.vectors_.T
+            top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            top_sims = np.take_along_axis(sims, top, axis=1)
+            order = np.argsort(-top_sims, axis=1)
+            top, top_sims = np.take_along_axis(top, order, axis=1), np.take_along_axis(top_sims, order, axis=1)
+            prices = self.y_[top]
+            # Softmax over similarity: a near-duplicate outweighs a loosely related item by far.
+            weights = np.exp((top_sims - top_sims[:, :1]) / self.temperature)
+            weights /= weights.sum(axis=1, keepdims=True)
+            mean = (weights * prices).sum(axis=1)
+            out[start:start + block] = np.column_stack([
+                mean, _weighted_median(prices, weights), np.sqrt((weights * (prices - mean[:, None]) ** 2).sum(1)),
+                prices[:, 0], top_sims[:, 0], top_sims.mean(axis=1),
+            ])
+        return out
+
+
+def _weighted_median(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    order = np.argsort(values, axis=1)
+    values, weights = np.take_along_axis(values, order, 1), np.take_along_axis(weights, order, 1)
+    below_half = np.cumsum(weights, axis=1) < 0.5 * weights.sum(axis=1, keepdims=True)
+    return values[np.arange(len(values)), below_half.sum(axis=1)]
+
+
+class KnnPrice(LogPriceModel):
+    """The similarity-weighted mean log price of the k nearest training items in embedding space."""
+
+    kind: ClassVar[str] = "knn"
+
+    def __init__(self, k: int = 15, temperature: float = 0.05) -> None:
+        self.k = k
+        self.temperature = temperature
+
+    def _fit_log(self, train: pd.DataFrame, y: np.ndarray) -> None:
+        self.neighbours_ = NearestPrices(self.k, self.temperature).fit(embed(train), y)
+
+    def predict_log(self, items: pd.DataFrame) -> np.ndarray:
+        return self.neighbours_.transform(embed(items))[:, 0]
+
+
+class Boost(LogPriceModel):
+    """XGBoost on engineered features, kNN-price features and the ``text_ridge`` prediction.
+
+    The kNN and ridge inputs of training rows come from ``n_folds`` title-grouped folds, each predicted
+    by a fit on the other folds: in-sample they would be near-perfect and the booster would learn to
+    copy them, then fail on new items where they are only approximately right. The raw embedding
+    dimensions are left out: on the curated data they cost 25x the boosting time for no val gain,
+    since the kNN features already carry what the booster could use of them.
+    """
+
+    kind: ClassVar[str] = "boost"
+
+    def __init__(self, n_folds: int = 5, k: int = 15, ridge_alpha: float = 1.0, n_estimators: int = 400,
+                 learning_rate: float = 0.05, max_depth: int = 6, seed: int = 42) -> None:
+        self.n_folds = n_folds
+        self.k = k
+        self.ridge_alpha = ridge_alpha
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.max_depth = max_depth
+        self.seed = seed
+
+    def _fit_log(self, train: pd.DataFrame, y: np.ndarray) -> None:
+        vectors = embed(train)
+        self.ridge_ = TextRidge(alpha=self.ridge_alpha)
+        # The vectoriser's vocabulary and IDF never see a price, so one fit serves every fold.
+        words = self.ridge_.fit_vectorizer(train)
+        out_of_fold = np.empty((len(train), NearestPrices.n_features + 1))
+        folds = GroupKFold(n_splits=self.n_folds, shuffle=True, random_state=self.seed)
+        for fit_rows, held_rows in folds.split(vectors, y, groups=title_groups(train)):
+            neighbours = NearestPrices(self.k).fit(vectors[fit_rows], y[fit_rows])
+            ridge = Ridge(alpha=self.ridge_alpha).fit(words[fit_rows], y[fit_rows])
+            out_of_fold[held_rows] = np.column_stack(
+                [neighbours.transform(vectors[held_rows]), ridge.predict(words[held_rows])]
+            )
+        self.ridge_.fit_ridge(words, y)
+        self.neighbours_ = NearestPrices(self.k).fit(vectors, y)
+        self.engineered_ = EngineeredFeatures().fit(train)
+        matrix = np.hstack([self.engineered_.transform(train), out_of_fold])
+        self.booster_ = _xgb(self.n_estimators, self.learning_rate, self.max_depth, self.seed).fit(matrix, y)
+
+    def predict_log(self, items: pd.DataFrame) -> np.ndarray:
+        learned = np.column_stack([self.neighbours_.transform(embed(items)), self.ridge_.predict_log(items)])
+        return self.booster_.predict(np.hstack([self.engineered_.transform(items), learned]))
+
+
+MemberSpec = str | Mapping[str, Any] | PriceModel
+
+
+class Stack(LogPriceModel):
+    """A non-negative blend (plus intercept) of member models' log predictions, fitted on val only.
+
+    A member is a kind, a ``{"kind": ..., **params}`` mapping, or a PriceModel; kinds, mappings and
+    unfitted models are fitted on ``train``, while a model that is already fitted is kept as it is, so
+    a stage can blend the zoo it trained on the same train split without training it twice. The
+    weights fit on ``val``, which must be given; ``blend_keys_`` records the fingerprints of the rows
+    they saw, so a caller can check that those are val rows and nothing else.
+    """
+
+    kind: ClassVar[str] = "stack"
+
+    def __init__(self, members: Sequence[MemberSpec] = ("boost", "text_ridge", "knn", "embed_svr")) -> None:
+        self.members = members
+
+    def fit(self, train: pd.DataFrame, val: pd.DataFrame | None = None) -> Self:
+        if val is None or len(val) == 0:
+            raise ValueError("stack fits its blend weights on the val split: pass val")
+        self.models_ = [_fitted_member(spec, train) for spec in self.members]
+        solution = lsq_linear(
+            np.column_stack([self._member_logs(val), np.ones(len(val))]), log_prices(val),
+            bounds=([0.0] * len(self.models_) + [-np.inf], np.inf),
+        )
+        self.weights_, self.intercept_ = solution.x[:-1], float(solution.x[-1])
+        self.blend_keys_ = row_keys(val)
+        return self
+
+    def predict_log(self, items: pd.DataFrame) -> np.ndarray:
+        return self._member_logs(items) @ self.weights_ + self.intercept_
+
+    def _member_logs(self, items: pd.DataFrame) -> np.ndarray:
+        return np.column_stack([np.log1p(m.predict(items)) for m in self.models_])
+
+
+def _fitted_member(spec: MemberSpec, train: pd.DataFrame) -> PriceModel:
+    if isinstance(spec, PriceModel):
+        try:
+            check_is_fitted(spec)
+        except NotFittedError:
+            return spec.fit(train)
+        return spec
+    if isinstance(spec, str):
+        return build_model(spec).fit(train)
+    params = dict(spec)
+    return build_model(params.pop("kind"), **params).fit(train)
+
+
+MODEL_KINDS: dict[str, type[PriceModel]] = {
+    cls.kind: cls
+    for cls in (RandomPrice, MeanPrice, FeaturesLR, TfidfLR, EmbedLR, EmbedSVR, EmbedRF, XGBoostModel, TextRidge,
+                KnnPrice, Boost, Stack)
+}
+
+
+def known_kinds() -> dict[str, type[PriceModel]]:
+    """Every model ``kind`` a config may name: ours and the course references (``course_*``)."""
+    from pricer.baselines.reference import REFERENCE_KINDS  # reference.py builds on PriceModel above
+
+    return {**MODEL_KINDS, **REFERENCE_KINDS}
+
+
+def build_model(kind: str, **params: Any) -> PriceModel:
+    """A model by its config ``kind``."""
+    kinds = known_kinds()
+    if kind not in kinds:
+        raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(sorted(kinds))}")
+    return kinds[kind](**params)

@@ -1,0 +1,112 @@
+"""The fine-tuned specialist as an MLflow pyfunc: the LoRA adapter, never merged base weights.
+
+The logged model holds the adapter folder as its one artifact (LoRA weights and config,
+and ``pricer_base.json``, which names the base model: kind, hub id or shape, revision). At load
+time the base model is rebuilt or fetched from that description and the adapter is applied,
+so a registry version costs megabytes, not the gigabytes of a merged model. The base model's
+identity is also in the MLflow model's ``metadata`` (and in the run's params), so a reviewer
+sees what a version needs without opening it.
+
+Input: a DataFrame with a ``text`` column (the product text; the training prompt is built from
+it, "How much does this cost to the nearest dollar?\n\n{text}\n\nPrice is $") and optionally a
+``prompt`` column (used as is when present), a list of texts, or one text. Output: one price per
+row, NaN where the model's answer had no number.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.models.model import ModelInfo
+from mlflow.types import ColSpec, Schema
+
+from pricer.llm.inference import build_prompt, make_predictor
+
+ADAPTER_ARTIFACT = "adapter"
+SIGNATURE = ModelSignature(
+    # ``text`` is required so that a bare list of texts maps onto it (as for every Pricer model);
+    # a ``prompt`` column, when given too, is used as is.
+    inputs=Schema([ColSpec("string", "text"), ColSpec("string", "prompt", required=False)]),
+    outputs=Schema([ColSpec("double", "price")]),
+)
+
+
+def prompts_from(model_input: Any) -> list[str]:
+    """Whatever a caller hands in -> the prompts the model was trained on."""
+    if isinstance(model_input, str):
+        model_input = [model_input]
+    if isinstance(model_input, pd.Series):
+        model_input = model_input.to_frame("text")
+    if not isinstance(model_input, pd.DataFrame):
+        model_input = pd.DataFrame({"text": list(model_input)})
+    if "prompt" in model_input.columns and model_input["prompt"].notna().all():
+        return model_input["prompt"].astype(str).tolist()
+    if "text" in model_input.columns:
+        return [build_prompt(str(text)) for text in model_input["text"].tolist()]
+    raise ValueError(f"the specialist needs a 'text' or 'prompt' column, got {list(model_input.columns)}")
+
+
+class SpecialistPyfunc(mlflow.pyfunc.PythonModel):
+    """Base model + LoRA adapter, loaded from the adapter artifact; prices by batched generation."""
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        from pricer.llm.loading import load_adapter_model, read_base_spec
+
+        adapter_dir = Path(context.artifacts[ADAPTER_ARTIFACT])
+        _, _, raw = read_base_spec(adapter_dir)
+        inference = raw.get("inference") or {}
+        model, tokenizer = load_adapter_model(adapter_dir)
+        self.predictor = make_predictor(
+            model,
+            tokenizer,
+            method=inference.get("method", "generate"),
+            batch_size=int(inference.get("batch_size", 16)),
+            max_new_tokens=int(inference.get("max_new_tokens", 6)),
+        )
+
+    # No type hints on predict: MLflow would try to derive a schema from them (the signature is explicit).
+    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
+        answers = self.predictor(prompts_from(model_input))
+        return np.asarray([np.nan if value is None else float(value) for value in answers], dtype=float)
+
+
+def pip_requirements() -> list[str]:
+    """Pinned to what trained the adapter; listed rather than inferred (inference would load the model)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for package in ("mlflow", "torch", "transformers", "peft", "accelerate", "tokenizers", "pandas", "numpy"):
+        try:
+            pins.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            continue
+    return pins
+
+
+def log_specialist(adapter_dir: Path, example_texts: list[str], name: str = "model") -> ModelInfo:
+    """Log the adapter as a pyfunc in the active MLflow run, with the base model in its metadata."""
+    from pricer.llm.loading import read_base_spec
+
+    _, _, raw = read_base_spec(Path(adapter_dir))
+    metadata = {
+        "pricer.base_model": raw["base_model"],
+        "pricer.base_kind": raw["model"]["kind"],
+        "pricer.base_revision": raw["model"].get("revision") or "",
+        "pricer.base_spec": json.dumps(raw["model"], sort_keys=True),
+        "pricer.weights": "lora-adapter",
+    }
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=SpecialistPyfunc(),
+        artifacts={ADAPTER_ARTIFACT: str(adapter_dir)},
+        signature=SIGNATURE,
+        input_example=pd.DataFrame({"text": example_texts[:2]}),
+        metadata=metadata,
+        pip_requirements=pip_requirements(),
+    )

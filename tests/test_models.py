@@ -1,0 +1,112 @@
+"""The model zoo and the course references on the demo catalog: every kind prices from text alone,
+pickles, keeps test rows out of the stack's blend, and the strong model learns the hidden pricing rule."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pricer.baselines.features import EngineeredFeatures, parse_weight_pounds, row_keys, unit_features
+from pricer.baselines.models import MODEL_KINDS, MeanPrice, Stack, build_model
+from pricer.baselines.reference import REFERENCE_KINDS, course_weight_pounds
+from pricer.data.demo import generate_catalog
+
+ALL_KINDS = sorted({**MODEL_KINDS, **REFERENCE_KINDS})
+
+
+def _catalog(n: int, seed: int) -> pd.DataFrame:
+    """Text (title + details + a few bullets, short so MiniLM is quick) and price of well-formed items."""
+    rows = []
+    for record in generate_catalog(n, seed=seed, malformed_fraction=0.0):
+        details = "; ".join(f"{k}: {v}" for k, v in record["details"].items() if isinstance(v, str))
+        text = "\n".join([record["title"], details, *record["features"][:2]])
+        rows.append({"text": text, "price": float(record["price"])})
+    return pd.DataFrame(rows).drop_duplicates("text", ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def splits() -> dict[str, pd.DataFrame]:
+    frame = _catalog(900, seed=7)
+    return {"train": frame.iloc[:600], "val": frame.iloc[600:750], "test": frame.iloc[750:]}
+
+
+@pytest.fixture(scope="module")
+def fitted(splits: dict[str, pd.DataFrame]) -> dict[str, object]:
+    """Every kind fitted once on the text-only train split (val given, as the baselines stage does)."""
+    return {kind: build_model(kind).fit(splits["train"], splits["val"]) for kind in ALL_KINDS}
+
+
+def _mae(model: object, frame: pd.DataFrame) -> float:
+    return float(np.mean(np.abs(model.predict(frame) - frame["price"].to_numpy())))
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+def test_every_kind_prices_text_only_items_and_survives_pickling(
+    kind: str, fitted: dict[str, object], splits: dict[str, pd.DataFrame]
+) -> None:
+    items = splits["test"][["text"]]
+    prices = fitted[kind].predict(items)
+    assert prices.shape == (len(items),) and np.isfinite(prices).all() and (prices >= 0).all()
+    restored = pickle.loads(pickle.dumps(fitted[kind]))
+    np.testing.assert_array_equal(restored.predict(items), prices)
+
+
+def test_models_read_category_and_details_when_present_and_do_without(splits: dict[str, pd.DataFrame]) -> None:
+    items = pd.DataFrame({
+        "text": ["Cordless Drill\nsee details", "Guitar Picks"],
+        "category": ["Tools_and_Home_Improvement", None],
+        "details": ['{"Item Weight": "12 ounces", "Best Sellers Rank": {"Tools": 120, "Drills": 30}}', None],
+    })
+    features = EngineeredFeatures(min_category_count=1).fit(items)
+    row = dict(zip(features.feature_names_, features.transform(items)[0]))
+    assert row["log_weight_lb"] == pytest.approx(np.log1p(0.75))
+    assert row["log_rank_min"] == pytest.approx(np.log1p(30))
+    assert row["category=Tools_and_Home_Improvement"] == 1.0
+    text_only = features.transform(items[["text"]])
+    assert np.isnan(text_only[:, features.feature_names_.index("log_weight_lb")]).all()
+    assert build_model("features_lr").fit(splits["train"]).predict(items).shape == (2,)
+
+
+def test_units_and_weights_are_parsed_from_text() -> None:
+    units = unit_features("Samsung 55-Inch 4K TV, 1500W, Pack of 12, 2TB\nmore")
+    assert np.expm1(units["inches"]) == pytest.approx(55)
+    assert np.expm1(units["watts"]) == pytest.approx(1500)
+    assert np.expm1(units["pack_count"]) == pytest.approx(12)
+    assert np.expm1(units["storage_gb"]) == pytest.approx(2000)
+    assert np.isnan(units["volts"])
+    assert parse_weight_pounds("1.5 kg") == pytest.approx(3.30693)
+    assert course_weight_pounds("8 ounces") == 0.5 and course_weight_pounds("heavy") is None
+
+
+def test_stack_blends_on_the_val_rows_it_is_given_and_never_on_others(
+    fitted: dict[str, object], splits: dict[str, pd.DataFrame]
+) -> None:
+    stack = fitted["stack"]
+    assert sorted(stack.blend_keys_) == sorted(row_keys(splits["val"]))
+    assert not set(stack.blend_keys_) & set(row_keys(splits["test"]))
+    assert (stack.weights_ >= 0).all() and stack.weights_.sum() > 0
+    with pytest.raises(ValueError, match="val"):
+        Stack().fit(splits["train"])
+
+
+def test_stack_keeps_prefitted_members_as_they_are(splits: dict[str, pd.DataFrame]) -> None:
+    member = MeanPrice().fit(splits["test"].assign(price=123.0))
+    stack = Stack(members=[member, "knn"]).fit(splits["train"], splits["val"])
+    assert stack.models_[0] is member and member.mean_ == 123.0
+
+
+def test_strong_models_learn_the_pricing_rule(fitted: dict[str, object], splits: dict[str, pd.DataFrame]) -> None:
+    test = splits["test"]
+    floor = _mae(fitted["mean"], test)
+    assert _mae(fitted["boost"], test) < 0.6 * floor
+    assert _mae(fitted["stack"], test) < 0.6 * floor
+    assert _mae(fitted["random"], test) > floor
+
+
+def test_unknown_kind_names_the_known_ones() -> None:
+    with pytest.raises(ValueError, match="course_bow_lr"):
+        build_model("nope")
+
