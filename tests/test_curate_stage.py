@@ -41,7 +41,7 @@ def test_cli_dvc_and_prefect_flow_produce_identical_outputs(dvc_workspace: Path,
     flow_hashes = curate_flow(str(root))
     assert hashes(root) == by_cli
     assert flow_hashes == {Path(name).name: digest for name, digest in by_cli.items()}
-    assert dvc_runner.status(root) == {}
+    assert dvc_runner.status(root, "curate") == {}
     assert dvc_runner.repro("curate", root) is False  # a second repro does nothing
 
     lock = yaml.safe_load((root / "dvc.lock").read_text())
@@ -66,18 +66,18 @@ def test_changed_param_reruns_and_dvc_remote_round_trips(dvc_workspace: Path, tm
     assert dvc_runner.repro("curate", root) is True
     first = hashes(root)
     small_params(root, 700)
-    assert dvc_runner.status(root) != {}
+    assert dvc_runner.status(root, "curate") != {}
     assert dvc_runner.repro("curate", root) is True
     assert hashes(root) != first
 
     remote = tmp_path / "remote"
     run([sys.executable, "-m", "dvc", "remote", "add", "-d", "local", str(remote)], root)
-    run([sys.executable, "-m", "dvc", "push"], root)
+    run([sys.executable, "-m", "dvc", "push", "curate"], root)
     produced = hashes(root)
     for name in OUTPUTS:
         (root / name).unlink()
     run(["rm", "-rf", ".dvc/cache"], root)
-    run([sys.executable, "-m", "dvc", "pull"], root)
+    run([sys.executable, "-m", "dvc", "pull", "curate"], root)
     assert hashes(root) == produced
 
 

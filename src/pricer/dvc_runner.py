@@ -47,6 +47,6 @@ def repro(stage: str, root: Path | None = None, force: bool = False) -> bool:
     return ran
 
 
-def status(root: Path | None = None) -> dict[str, object]:
-    """``dvc status --json``: an empty dict means every stage is up to date."""
-    return json.loads(_dvc(["status", "--json"], root or Path.cwd()) or "{}")
+def status(root: Path | None = None, *stages: str) -> dict[str, object]:
+    """``dvc status --json`` of the given stages (all when none): an empty dict means up to date."""
+    return json.loads(_dvc(["status", "--json", *stages], root or Path.cwd()) or "{}")

@@ -4,18 +4,24 @@ Every part of Pricer that needs text embeddings (features for the price models, 
 vector store, deal retrieval) goes through :class:`Embedder`, so that a product text is
 embedded once per model+settings and the settings are the same everywhere.
 
-Why these settings (measured with ``bench/embed.py`` on 2 CPU cores, see its docstring):
+Why these settings (``bench/embed.py``, 2,000 real product texts, 2 shared CPU cores):
 
-* ``max_tokens=256`` (the model's own limit). Product texts of ~1,200 characters are
-  ~165 tokens (median 161, 96% above 128), so a 128-token cap changes the text that is
-  embedded: it doubled the speed but only 71% of the top-10 neighbours stayed the same.
+* ``max_tokens=256`` (the model's own limit). Product texts of up to 1,200 characters are
+  ~165 tokens (median 161, 96% above 128), so a 128-token cap embeds a different text:
+  ~3.5x less compute per text, but only 71% of the top-10 neighbours stayed the same.
 * ``precision="auto"``: bfloat16 autocast where the CPU has native bf16 dot products
-  (AVX512-BF16 / AMX), float32 elsewhere (emulated bf16 would be slower). About 1.8x
-  the float32 speed per core with 99% of the top-10 neighbours unchanged.
-* ``batch_size=16``: with length-sorted batches, smaller batches ran faster per text on
-  CPU than 64 (less padding, better cache use); 128 was much slower.
-* int8 dynamic quantisation (torch or ONNX Runtime) and the ONNX backend were measured and
-  not kept: no faster than bf16 here, and int8 kept only 84-91% of the neighbours.
+  (AVX512-BF16 / AMX), float32 elsewhere (emulated bf16 would be slower). ~1.8-2.2x less
+  CPU time per text than the plain fp32 call, 99.4% of the top-10 neighbours unchanged,
+  and the same 10-NN price error.
+* ``batch_size=32``: with length-sorted batches, 16-32 took less CPU per text than 64
+  (less padding); 128 was much slower. 32 held up better than 16 with two threads on a
+  busy machine.
+* Not kept: int8 dynamic quantisation (torch: 2.1x, 84% of neighbours; ONNX Runtime
+  per-channel: 1.6-1.9x, 91%), the ONNX Runtime fp32 backend (same speed as torch),
+  ``torch.compile`` (+5% over bf16 for a 70 s compile).
+
+No setting reached 5x at >= 0.9 recall@10 on this CPU: the bound is the ~3.4 GFLOP per
+text of a 165-token forward pass. What makes catalog work fast is the cache.
 
 The cache is a SQLite table ``sha256(model_id + text) -> float32 vector``: only misses
 are computed, and a fully cached call never loads the model.
