@@ -104,3 +104,41 @@ def test_compare_prints_the_leaderboard_and_rerun_does_not_promote(trained: dict
     assert str(champion.version) == str(trained["promotion"]["version"])
     summary = json.loads((project / "reports" / "baselines.json").read_text())
     assert summary["promotion"]["decision"] in {"rejected", "already-champion"}
+
+
+def test_evaluate_json_counts_every_row_and_matches_the_harness(trained: dict, project: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import gzip
+
+    import mlflow
+    import pandas as pd
+
+    from pricer.config import CurateConfig
+    from pricer.data.curate import clean_file
+    from pricer.evaluation.metrics import compute_metrics
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
+    monkeypatch.chdir(project)
+    good = [{"title": f"Stainless Steel Electric Kettle {i} litre", "price": 20.0 + 7 * i, "main_category": "Home",
+             "description": ["Boils water fast, auto shut-off, cordless base, keeps warm for an hour."]}
+            for i in range(12)]
+    lines = [json.dumps(row).encode() for row in good] + [b"{broken", b'{"title": "No price here at all"}',
+                                                         json.dumps({**good[0], "price": 5000}).encode()]
+    path = tmp_path / "items.jsonl.gz"
+    with gzip.open(path, "wb") as handle:
+        handle.write(b"\n".join(lines) + b"\n")
+
+    result = CliRunner().invoke(app, ["evaluate", "--model", "pricer-regressor@champion", "--data", str(path),
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    scored = json.loads(result.stdout.strip().splitlines()[-1])
+    assert scored["n_scored"] == 12 and scored["n_rejected"] == 3
+    assert scored["n_scored"] + scored["n_rejected"] == len(lines)
+
+    items, _ = clean_file(path, CurateConfig())
+    model = mlflow.pyfunc.load_model("models:/pricer-regressor@champion")
+    expected = compute_metrics(items["price"].tolist(), list(model.predict(items[["text", "category", "details"]])))
+    assert scored["mae"] == pytest.approx(expected["mae"]) and scored["hit_rate"] == pytest.approx(expected["hit_rate"])
+    again = json.loads(CliRunner().invoke(app, ["evaluate", "--model", "pricer-regressor@champion", "--data",
+                                                str(path), "--json"]).stdout.strip().splitlines()[-1])
+    assert again == scored  # the same model and data give the same metrics
