@@ -4,24 +4,28 @@ Every part of Pricer that needs text embeddings (features for the price models, 
 vector store, deal retrieval) goes through :class:`Embedder`, so that a product text is
 embedded once per model+settings and the settings are the same everywhere.
 
-Why these settings (``bench/embed.py``, 2,000 real product texts, 2 shared CPU cores):
+Why these settings (``bench/embed.py``: 2,000 real product texts, 2 CPU cores shared with
+other jobs, so compare the CPU-time ratios; see the bench for the exact figures):
 
-* ``max_tokens=256`` (the model's own limit). Product texts of up to 1,200 characters are
-  ~165 tokens (median 161, 96% above 128), so a 128-token cap embeds a different text:
-  ~3.5x less compute per text, but only 71% of the top-10 neighbours stayed the same.
+* Batches cut from texts sorted by *token* count. sentence-transformers sorts by characters,
+  which left 28% (batch 32) to 35% (batch 64) of the tokens it ran as padding here; sorted
+  by tokens it is ~1%. Same vectors, ~1.1-1.25x less CPU in fp32.
 * ``precision="auto"``: bfloat16 autocast where the CPU has native bf16 dot products
-  (AVX512-BF16 / AMX), float32 elsewhere (emulated bf16 would be slower). ~1.8-2.2x less
-  CPU time per text than the plain fp32 call, 99.4% of the top-10 neighbours unchanged,
+  (AVX512-BF16 / AMX), float32 elsewhere (emulated bf16 would be slower). With the sorting,
+  ~2.3x less CPU per text than the plain fp32 call, 99.4% of the top-10 neighbours the same,
   and the same 10-NN price error.
-* ``batch_size=32``: with length-sorted batches, 16-32 took less CPU per text than 64
-  (less padding); 128 was much slower. 32 held up better than 16 with two threads on a
-  busy machine.
+* ``max_tokens=256`` (the model's own limit). These texts are ~165 tokens (median 161, 96%
+  above 128): a 128-token cap drops 23% of the tokens and, with bf16, gave 3.6x, but only 71%
+  of the top-10 neighbours stayed the same and the 10-NN price error rose (0.794 vs 0.781).
+  A 192 cap drops 2% of the tokens (no real gain) and kept 96%.
+* ``batch_size=32``: 16 and 32 took the least CPU per text; 64 ~10% more, 128 much more.
 * Not kept: int8 dynamic quantisation (torch: 2.1x, 84% of neighbours; ONNX Runtime
   per-channel: 1.6-1.9x, 91%), the ONNX Runtime fp32 backend (same speed as torch),
-  ``torch.compile`` (+5% over bf16 for a 70 s compile).
+  ``torch.compile`` (+5% over bf16 after a 70 s compile).
 
-No setting reached 5x at >= 0.9 recall@10 on this CPU: the bound is the ~3.4 GFLOP per
-text of a 165-token forward pass. What makes catalog work fast is the cache.
+No setting reached 5x at >= 0.9 recall@10 on this CPU: a 165-token forward pass is ~3.5
+GFLOP per text, and bf16 is the cheapest arithmetic that keeps the neighbours. What makes
+catalog work fast is the cache: unchanged products are never embedded twice.
 
 The cache is a SQLite table ``sha256(model_id + text) -> float32 vector``: only misses
 are computed, and a fully cached call never loads the model.
@@ -256,8 +260,19 @@ class Embedder:
     def model_loaded(self) -> bool:
         return self._model is not None
 
+    def token_lengths(self, texts: Sequence[str]) -> np.ndarray:
+        """Tokens per text after truncation to the model's ``max_seq_length`` (special tokens included)."""
+        model = self.model
+        ids = model.tokenizer(list(texts), truncation=True, max_length=model.max_seq_length,
+                              add_special_tokens=True)["input_ids"]
+        return np.fromiter((len(row) for row in ids), dtype=np.int64, count=len(texts))
+
     def compute(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
-        """Embed ``texts`` with the model, bypassing the cache."""
+        """Embed ``texts`` with the model, bypassing the cache.
+
+        Batches are cut from the texts sorted by token count, so a batch pads almost nothing
+        (sentence-transformers sorts by characters: 28-35% padding on product texts).
+        """
         if len(texts) == 0:
             return np.empty((0, self.dim), dtype=np.float32)
         import torch
@@ -265,11 +280,20 @@ class Embedder:
         model = self.model
         autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if self.resolved_precision == "bf16"
                     else contextlib.nullcontext())
-        with self._lock, torch.inference_mode(), autocast:
-            out = model.encode(list(texts), batch_size=self.batch_size, show_progress_bar=show_progress,
-                               convert_to_tensor=True, normalize_embeddings=False)
-        vectors = out.float().cpu().numpy()
-        return _normalise(vectors)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        with self._lock:
+            order = np.argsort(-self.token_lengths(texts), kind="stable")
+            batches = [order[start:start + self.batch_size] for start in range(0, len(order), self.batch_size)]
+            progress = _progress(len(batches), show_progress)
+            with torch.inference_mode(), autocast:
+                for batch in batches:
+                    vectors = model.encode([texts[i] for i in batch], batch_size=len(batch),
+                                           show_progress_bar=False, convert_to_tensor=True,
+                                           normalize_embeddings=False)
+                    out[batch] = vectors.float().cpu().numpy()
+                    progress.update(1)
+            progress.close()
+        return _normalise(out)
 
     # --- the cached path ------------------------------------------------------------------
 
@@ -323,6 +347,22 @@ class Embedder:
     def __repr__(self) -> str:
         settings = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._SETTINGS)
         return f"Embedder({settings})"
+
+
+class _NoProgress:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, show: bool) -> Any:
+    if not show:
+        return _NoProgress()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="Embedding", unit="batch")
 
 
 def _normalise(vectors: np.ndarray) -> np.ndarray:

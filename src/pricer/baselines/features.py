@@ -78,10 +78,8 @@ def row_keys(items: pd.DataFrame) -> list[str]:
 def title_groups(items: pd.DataFrame) -> np.ndarray:
     """Group ids for out-of-fold splits: variants of one product share a title and must share a fold,
     or a leave-one-out price feature would read a sibling's price that the test split never offers."""
-    titles = column(items, "title")
-    keys = [
-        (str(t) if t else text.split("\n", 1)[0]).strip().lower() for t, text in zip(titles, texts(items))
-    ]
+    pairs = zip(column(items, "title"), texts(items), strict=True)
+    keys = [(str(title) if title else text.split("\n", 1)[0]).strip().lower() for title, text in pairs]
     return pd.factorize(pd.Series(keys))[0]
 
 
@@ -176,7 +174,8 @@ _UNITS: dict[str, re.Pattern[str]] = {
     "liters": re.compile(rf"(?i)\b{_NUMBER}\s*(quarts?|qt|liters?|litres?|l|gallons?|gal)\b"),
     "cubic_feet": re.compile(rf"(?i)\b{_NUMBER}\s*(?:cu\.? ?ft|cubic feet)\b"),
 }
-_LITERS_PER = {"quart": 0.946, "qt": 0.946, "liter": 1.0, "litre": 1.0, "l": 1.0, "gallon": 3.785, "gal": 3.785}
+_LITERS_PER = {"quart": 0.946, "qt": 0.946, "liter": 1.0, "litre": 1.0, "l": 1.0,
+               "gallon": 3.785, "gal": 3.785}
 _DIMENSIONS = re.compile(rf"(?i){_NUMBER}\s*\"?\s*[lwhd]?\s*x\s*{_NUMBER}\s*\"?\s*[lwhd]?\s*x\s*{_NUMBER}")
 _TITLE_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
@@ -236,7 +235,8 @@ class EngineeredFeatures(TransformerMixin, BaseEstimator):
     def transform(self, items: pd.DataFrame) -> np.ndarray:
         rows = self._rows(items)
         index = {c: i for i, c in enumerate(self.categories_)}
-        numeric = np.array([list(self._numeric(r).values()) for r in rows], dtype=float).reshape(len(rows), -1)
+        numeric = np.array([list(self._numeric(r).values()) for r in rows], dtype=float)
+        numeric = numeric.reshape(len(rows), -1)
         onehot = np.zeros((len(rows), len(self.categories_)))
         for i, category in enumerate(_category(c) for c in column(items, "category")):
             if category in index:
@@ -249,7 +249,7 @@ class EngineeredFeatures(TransformerMixin, BaseEstimator):
     @staticmethod
     def _rows(items: pd.DataFrame) -> list[dict[str, Any]]:
         rows = []
-        for text, details, brand in zip(texts(items), details_of(items), column(items, "brand")):
+        for text, details, brand in zip(texts(items), details_of(items), column(items, "brand"), strict=True):
             rows.append({"text": text, "details": details, "brand": brand_of(brand, details, text)})
         return rows
 

@@ -16,16 +16,18 @@ what mean absolute error rewards. The strong models:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 from scipy.optimize import lsq_linear
 from scipy.sparse import csr_matrix
 from sklearn.base import BaseEstimator
-from sklearn.exceptions import NotFittedError
 from sklearn.decomposition import TruncatedSVD
 from sklearn.ensemble import RandomForestRegressor
+from sklearn.exceptions import NotFittedError
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LinearRegression, Ridge
@@ -239,8 +241,10 @@ class EmbedRF(_PipelineModel):
         self.seed = seed
 
     def _pipeline(self) -> Pipeline:
-        forest = RandomForestRegressor(n_estimators=self.n_estimators, max_features=self.max_features,
-                                       min_samples_leaf=self.min_samples_leaf, random_state=self.seed, n_jobs=-1)
+        forest = RandomForestRegressor(
+            n_estimators=self.n_estimators, max_features=self.max_features,
+            min_samples_leaf=self.min_samples_leaf, random_state=self.seed, n_jobs=-1,
+        )
         return make_pipeline(_embedding_step(), forest)
 
 
@@ -268,7 +272,9 @@ class XGBoostModel(_PipelineModel):
     def _pipeline(self) -> Pipeline:
         svd = make_pipeline(_texts_step(), _word_tfidf(50_000),
                             TruncatedSVD(self.n_components, random_state=self.seed))
-        features = FeatureUnion([("svd", svd), ("engineered", _engineered_step()), ("embedding", _embedding_step())])
+        features = FeatureUnion(
+            [("svd", svd), ("engineered", _engineered_step()), ("embedding", _embedding_step())]
+        )
         return make_pipeline(features, _xgb(self.n_estimators, self.learning_rate, self.max_depth, self.seed))
 
 
@@ -280,34 +286,36 @@ class TextRidge(LogPriceModel):
 
     kind: ClassVar[str] = "text_ridge"
 
-    def __init__(self, alpha: float = 1.0, word_features: int = 200_000, char_features: int = 300_000) -> None:
+    def __init__(self, alpha: float = 1.0, word_features: int = 200_000,
+                 char_features: int = 300_000) -> None:
         self.alpha = alpha
         self.word_features = word_features
         self.char_features = char_features
 
     def _fit_log(self, train: pd.DataFrame, y: np.ndarray) -> None:
-        self.fit_ridge(self.fit_vectorizer(train), y)
+        self.ridge_ = Ridge(alpha=self.alpha).fit(joined(*self.fit_vectorizers(train)), y)
 
-    def fit_vectorizer(self, train: pd.DataFrame) -> csr_matrix:
-        """Fit the TF-IDF vocabulary on ``train`` and return its matrix (for callers that refit the ridge)."""
-        self.vectorizer_ = FeatureUnion([
-            ("word", make_pipeline(_texts_step(), _word_tfidf(self.word_features))),
-            ("char", make_pipeline(_texts_step(), _char_tfidf(self.char_features))),
-        ])
-        return self.vectorizer_.fit_transform(train).tocsr()
+    def fit_vectorizers(self, train: pd.DataFrame) -> tuple[csr_matrix, csr_matrix]:
+        """Fit the word and char vocabularies on ``train``; returns both matrices of ``train``."""
+        documents = texts(train)
+        self.word_, self.char_ = _word_tfidf(self.word_features), _char_tfidf(self.char_features)
+        return self.word_.fit_transform(documents), self.char_.fit_transform(documents)
 
-    def fit_ridge(self, matrix: csr_matrix, y: np.ndarray) -> Self:
-        self.ridge_ = Ridge(alpha=self.alpha).fit(matrix, y)
-        return self
+    def vectorize(self, items: pd.DataFrame) -> tuple[csr_matrix, csr_matrix]:
+        documents = texts(items)
+        return self.word_.transform(documents), self.char_.transform(documents)
 
     def predict_log(self, items: pd.DataFrame) -> np.ndarray:
-        return self.ridge_.predict(self.vectorizer_.transform(items))
+        return self.ridge_.predict(joined(*self.vectorize(items)))
+
+
+def joined(word: csr_matrix, char: csr_matrix) -> csr_matrix:
+    return sparse.hstack([word, char], format="csr")
 
 
 class NearestPrices(BaseEstimator):
-    """Cosine nearest neighbours over unit vectors, summarised as log-price features.
-
-    Features per query: the similarity-weighted mean and median of the k nearest log prices, their
+    """Cosine nearest neighbours over unit-length rows (dense embeddings or sparse TF-IDF), summarised
+    as log-price features: the similarity-weighted mean and median of the k nearest log prices, their
     spread, the nearest one's log price and similarity, and the mean similarity (how familiar the item is).
     """
 
@@ -317,27 +325,30 @@ class NearestPrices(BaseEstimator):
         self.k = k
         self.temperature = temperature
 
-    def fit(self, vectors: np.ndarray, y: np.ndarray) -> Self:
-        self.vectors_ = np.ascontiguousarray(vectors, dtype=np.float32)
+    def fit(self, vectors: np.ndarray | csr_matrix, y: np.ndarray) -> Self:
+        is_sparse = sparse.issparse(vectors)
+        self.vectors_ = sparse.csr_matrix(vectors) if is_sparse else np.asarray(vectors, np.float32)
         self.y_ = np.asarray(y, dtype=float)
         return self
 
-    def transform(self, vectors: np.ndarray, block: int = 2048) -> np.ndarray:
+    def transform(self, vectors: np.ndarray | csr_matrix, block: int = 2048) -> np.ndarray:
         k = min(self.k, len(self.y_))
-        out = np.empty((len(vectors), self.n_features))
-        for start in range(0, len(vectors), block):
+        out = np.empty((vectors.shape[0], self.n_features))
+        for start in range(0, vectors.shape[0], block):
             sims = vectors[start:start + block] @ self.vectors_.T
+            sims = sims.toarray() if sparse.issparse(sims) else sims
             top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
             top_sims = np.take_along_axis(sims, top, axis=1)
             order = np.argsort(-top_sims, axis=1)
-            top, top_sims = np.take_along_axis(top, order, axis=1), np.take_along_axis(top_sims, order, axis=1)
+            top, top_sims = np.take_along_axis(top, order, 1), np.take_along_axis(top_sims, order, 1)
             prices = self.y_[top]
             # Softmax over similarity: a near-duplicate outweighs a loosely related item by far.
             weights = np.exp((top_sims - top_sims[:, :1]) / self.temperature)
             weights /= weights.sum(axis=1, keepdims=True)
             mean = (weights * prices).sum(axis=1)
+            spread = np.sqrt((weights * (prices - mean[:, None]) ** 2).sum(axis=1))
             out[start:start + block] = np.column_stack([
-                mean, _weighted_median(prices, weights), np.sqrt((weights * (prices - mean[:, None]) ** 2).sum(1)),
+                mean, _weighted_median(prices, weights), spread,
                 prices[:, 0], top_sims[:, 0], top_sims.mean(axis=1),
             ])
         return out
@@ -367,7 +378,8 @@ class KnnPrice(LogPriceModel):
 
 
 class Boost(LogPriceModel):
-    """XGBoost on engineered features, kNN-price features and the ``text_ridge`` prediction.
+    """XGBoost on engineered features, kNN-price features (MiniLM and word TF-IDF neighbours) and the
+    ``text_ridge`` prediction, averaged over ``n_bags`` seeds.
 
     The kNN and ridge inputs of training rows come from ``n_folds`` title-grouped folds, each predicted
     by a fit on the other folds: in-sample they would be near-perfect and the booster would learn to
@@ -379,37 +391,75 @@ class Boost(LogPriceModel):
     kind: ClassVar[str] = "boost"
 
     def __init__(self, n_folds: int = 5, k: int = 15, ridge_alpha: float = 1.0, n_estimators: int = 400,
-                 learning_rate: float = 0.05, max_depth: int = 6, seed: int = 42) -> None:
+                 learning_rate: float = 0.05, max_depth: int = 6, n_bags: int = 3, seed: int = 42) -> None:
         self.n_folds = n_folds
         self.k = k
         self.ridge_alpha = ridge_alpha
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.max_depth = max_depth
+        self.n_bags = n_bags
         self.seed = seed
 
     def _fit_log(self, train: pd.DataFrame, y: np.ndarray) -> None:
-        vectors = embed(train)
-        self.ridge_ = TextRidge(alpha=self.ridge_alpha)
-        # The vectoriser's vocabulary and IDF never see a price, so one fit serves every fold.
-        words = self.ridge_.fit_vectorizer(train)
-        out_of_fold = np.empty((len(train), NearestPrices.n_features + 1))
+        self.text_ = TextRidge()
+        # Vocabularies and IDF never see a price, so one fit on all of train serves every fold.
+        inputs = self._inputs(embed(train), *self.text_.fit_vectorizers(train))
+        out_of_fold = np.empty((len(train), 2 * NearestPrices.n_features + 1))
         folds = GroupKFold(n_splits=self.n_folds, shuffle=True, random_state=self.seed)
-        for fit_rows, held_rows in folds.split(vectors, y, groups=title_groups(train)):
-            neighbours = NearestPrices(self.k).fit(vectors[fit_rows], y[fit_rows])
-            ridge = Ridge(alpha=self.ridge_alpha).fit(words[fit_rows], y[fit_rows])
-            out_of_fold[held_rows] = np.column_stack(
-                [neighbours.transform(vectors[held_rows]), ridge.predict(words[held_rows])]
-            )
-        self.ridge_.fit_ridge(words, y)
-        self.neighbours_ = NearestPrices(self.k).fit(vectors, y)
+        for fit_rows, held_rows in folds.split(inputs.vectors, y, groups=title_groups(train)):
+            learners = self._fit_learners(inputs.take(fit_rows), y[fit_rows])
+            out_of_fold[held_rows] = self._learned(learners, inputs.take(held_rows))
+        self.learners_ = self._fit_learners(inputs, y)
         self.engineered_ = EngineeredFeatures().fit(train)
         matrix = np.hstack([self.engineered_.transform(train), out_of_fold])
-        self.booster_ = _xgb(self.n_estimators, self.learning_rate, self.max_depth, self.seed).fit(matrix, y)
+        self.boosters_ = [
+            _xgb(self.n_estimators, self.learning_rate, self.max_depth, self.seed + bag).fit(matrix, y)
+            for bag in range(self.n_bags)
+        ]
 
     def predict_log(self, items: pd.DataFrame) -> np.ndarray:
-        learned = np.column_stack([self.neighbours_.transform(embed(items)), self.ridge_.predict_log(items)])
-        return self.booster_.predict(np.hstack([self.engineered_.transform(items), learned]))
+        inputs = self._inputs(embed(items), *self.text_.vectorize(items))
+        matrix = np.hstack([self.engineered_.transform(items), self._learned(self.learners_, inputs)])
+        return np.mean([booster.predict(matrix) for booster in self.boosters_], axis=0)
+
+    @staticmethod
+    def _inputs(vectors: np.ndarray, word: csr_matrix, char: csr_matrix) -> _Inputs:
+        return _Inputs(vectors, word, joined(word, char))
+
+    def _fit_learners(self, inputs: _Inputs, y: np.ndarray) -> _Learners:
+        return _Learners(
+            NearestPrices(self.k).fit(inputs.vectors, y),
+            NearestPrices(self.k).fit(inputs.word, y),
+            Ridge(alpha=self.ridge_alpha).fit(inputs.both, y),
+        )
+
+    @staticmethod
+    def _learned(learners: _Learners, inputs: _Inputs) -> np.ndarray:
+        return np.column_stack([
+            learners.embedding_neighbours.transform(inputs.vectors),
+            learners.word_neighbours.transform(inputs.word),
+            learners.ridge.predict(inputs.both),
+        ])
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """One set of rows as the boost's learners read them: MiniLM vectors, word TF-IDF, word+char TF-IDF."""
+
+    vectors: np.ndarray
+    word: csr_matrix
+    both: csr_matrix
+
+    def take(self, rows: np.ndarray) -> _Inputs:
+        return _Inputs(self.vectors[rows], self.word[rows], self.both[rows])
+
+
+@dataclass(frozen=True)
+class _Learners:
+    embedding_neighbours: NearestPrices
+    word_neighbours: NearestPrices
+    ridge: Ridge
 
 
 MemberSpec = str | Mapping[str, Any] | PriceModel
@@ -464,8 +514,8 @@ def _fitted_member(spec: MemberSpec, train: pd.DataFrame) -> PriceModel:
 
 MODEL_KINDS: dict[str, type[PriceModel]] = {
     cls.kind: cls
-    for cls in (RandomPrice, MeanPrice, FeaturesLR, TfidfLR, EmbedLR, EmbedSVR, EmbedRF, XGBoostModel, TextRidge,
-                KnnPrice, Boost, Stack)
+    for cls in (RandomPrice, MeanPrice, FeaturesLR, TfidfLR, EmbedLR, EmbedSVR, EmbedRF, XGBoostModel,
+                TextRidge, KnnPrice, Boost, Stack)
 }
 
 

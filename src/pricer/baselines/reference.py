@@ -38,7 +38,9 @@ __all__ = [
     "course_weight_pounds",
 ]
 
-TOP_ELECTRONICS_BRANDS = frozenset({"hp", "dell", "lenovo", "samsung", "asus", "sony", "canon", "apple", "intel"})
+TOP_ELECTRONICS_BRANDS = frozenset(
+    {"hp", "dell", "lenovo", "samsung", "asus", "sony", "canon", "apple", "intel"}
+)
 _POUNDS_PER = {"pounds": 1.0, "ounces": 1 / 16, "grams": 1 / 453.592, "milligrams": 1 / 453592,
                "kilograms": 1 / 0.453592}
 
@@ -73,7 +75,7 @@ class CourseFeatures(TransformerMixin, BaseEstimator):
 
     def transform(self, items: pd.DataFrame) -> np.ndarray:
         rows = []
-        for text, details, brand in zip(texts(items), details_of(items), column(items, "brand")):
+        for text, details, brand in zip(texts(items), details_of(items), column(items, "brand"), strict=True):
             weight = course_weight_pounds(details.get("Item Weight"))
             rank = _course_rank(details)
             brand_name = str(details.get("Brand") or brand or "").lower()
@@ -144,7 +146,8 @@ class CourseBowLR(_CourseModel):
     kind: ClassVar[str] = "course_bow_lr"
 
     def _pipeline(self) -> Pipeline:
-        return make_pipeline(_TEXTS, CountVectorizer(max_features=1000, stop_words="english"), LinearRegression())
+        bag_of_words = CountVectorizer(max_features=1000, stop_words="english")
+        return make_pipeline(_TEXTS, bag_of_words, LinearRegression())
 
 
 class _CourseW2v(_CourseModel):
