@@ -118,9 +118,7 @@ def evaluate(
         loaded = load_params(params)
         configure(loaded.tracking.tracking_uri, loaded.tracking.experiment)
         result = score_file(model, data, loaded.curate)
-    except (ConfigError, OSError, ValueError) as error:
-        _fail(error)
-    except Exception as error:  # noqa: BLE001 - MLflow's errors: an unknown model or alias
+    except Exception as error:  # noqa: BLE001 - config, file and MLflow errors (unknown model or alias) alike
         _fail(error)
     if as_json:
         print(json.dumps({key: value for key, value in result.items() if key != "rejected_by_reason"}))

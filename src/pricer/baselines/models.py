@@ -152,27 +152,15 @@ def _engineered_step() -> Pipeline:
     )
 
 
-class _LeanTfidf(TfidfVectorizer):
-    """TF-IDF that drops ``stop_words_`` (every pruned n-gram, introspection only) so pickles stay small."""
-
-    def fit_transform(self, raw_documents: Any, y: Any = None) -> csr_matrix:
-        matrix = super().fit_transform(raw_documents, y)
-        self.stop_words_ = None
-        return matrix
-
-    def fit(self, raw_documents: Any, y: Any = None) -> Self:
-        self.fit_transform(raw_documents, y)
-        return self
+def _word_tfidf(max_features: int) -> TfidfVectorizer:
+    return TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_df=0.9, sublinear_tf=True,
+                           max_features=max_features, dtype=np.float32)
 
 
-def _word_tfidf(max_features: int) -> _LeanTfidf:
-    return _LeanTfidf(ngram_range=(1, 2), min_df=2, max_df=0.9, sublinear_tf=True, max_features=max_features,
-                      dtype=np.float32)
-
-
-def _char_tfidf(max_features: int) -> _LeanTfidf:
-    return _LeanTfidf(analyzer="char_wb", ngram_range=(2, 5), min_df=3, sublinear_tf=True,
-                      max_features=max_features, dtype=np.float32)
+def _char_tfidf(max_features: int) -> TfidfVectorizer:
+    # char_wb pieces catch model numbers, units and brand fragments that split into rare words.
+    return TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), min_df=3, sublinear_tf=True,
+                           max_features=max_features, dtype=np.float32)
 
 
 class _PipelineModel(LogPriceModel):

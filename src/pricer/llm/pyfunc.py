@@ -27,6 +27,7 @@ from mlflow.models.model import ModelInfo
 from mlflow.types import ColSpec, Schema
 
 from pricer.llm.inference import build_prompt, make_predictor
+from pricer.serving.pyfunc import as_items
 
 ADAPTER_ARTIFACT = "adapter"
 SIGNATURE = ModelSignature(
@@ -39,17 +40,9 @@ SIGNATURE = ModelSignature(
 
 def prompts_from(model_input: Any) -> list[str]:
     """Whatever a caller hands in -> the prompts the model was trained on."""
-    if isinstance(model_input, str):
-        model_input = [model_input]
-    if isinstance(model_input, pd.Series):
-        model_input = model_input.to_frame("text")
-    if not isinstance(model_input, pd.DataFrame):
-        model_input = pd.DataFrame({"text": list(model_input)})
-    if "prompt" in model_input.columns and model_input["prompt"].notna().all():
+    if isinstance(model_input, pd.DataFrame) and "prompt" in model_input.columns and model_input["prompt"].notna().all():
         return model_input["prompt"].astype(str).tolist()
-    if "text" in model_input.columns:
-        return [build_prompt(str(text)) for text in model_input["text"].tolist()]
-    raise ValueError(f"the specialist needs a 'text' or 'prompt' column, got {list(model_input.columns)}")
+    return [build_prompt(str(text)) for text in as_items(model_input)["text"].tolist()]
 
 
 class SpecialistPyfunc(mlflow.pyfunc.PythonModel):
