@@ -1,8 +1,11 @@
 """Prefect flow: the whole pipeline, one parent MLflow run with each stage's run nested under it.
 
-curate -> baselines -> finetune (DVC stages, one at a time; unchanged ones are skipped)
--> ensemble (fit on val, gated on test) -> leaderboard. ``python -m flows.pipeline`` is the
-main job: the pipeline, then one deal-agent cycle, then where to look.
+curate -> baselines -> frontier (when configured) -> finetune -> ensemble -> leaderboard and
+champions. The file stages run through DVC one at a time and are skipped when their inputs did not
+change; the frontier and ensemble steps read the registry, so Prefect caches them on a fingerprint of
+what they read (``pricer.pipeline``). Every model is evaluated by the harness and promoted by the
+registry's gate inside its own stage. ``python -m flows.pipeline`` is the main job: the pipeline, then
+one deal-agent cycle, then where to look.
 """
 
 from __future__ import annotations
@@ -12,22 +15,45 @@ from pathlib import Path
 
 import mlflow
 from prefect import flow, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import INPUTS
 
 from flows.baselines import baselines_flow, publish_leaderboard
 from flows.curate import curate_flow, repro_stage
+from pricer import pipeline
+from pricer.agents.config import load_agents_config
 from pricer.config import load_params
 from pricer.tracking.runs import PARENT_RUN_ENV, configure
 
 
-@task
-def fit_ensemble(agents_config: str) -> dict:
-    from pricer.agents.config import load_agents_config
+# The fingerprint argument is what the cache key hashes; the task reads the same things itself.
+@task(cache_policy=INPUTS, persist_result=True)
+def frontier_eval(agents_config: str, fingerprint: str) -> dict:
+    from pricer.llm.frontier import load_frontier_config
+    from pricer.llm.frontier_eval import run_frontier_eval
+
+    config = load_agents_config(agents_config)
+    if reason := pipeline.frontier_skip_reason(config):
+        print(f"frontier skipped: {reason}")
+        return {"skipped": reason}
+    result = run_frontier_eval(load_frontier_config(pipeline.frontier_config_path(config)))
+    return {key: result[key] for key in ("name", "metrics", "registered")}
+
+
+@task(cache_policy=INPUTS, persist_result=True)
+def fit_ensemble(agents_config: str, fingerprint: str) -> dict:
     from pricer.agents.ensemble import fit_ensemble as fit
 
-    result = fit(load_agents_config(Path(agents_config)))
+    result = fit(load_agents_config(agents_config))
     return {"weights": dict(result.weights.weights), "test_mae": result.test_metrics["mae"],
             "decision": result.decision.decision if result.decision else "not registered"}
+
+
+@task
+def publish_champions() -> list[dict]:
+    rows = pipeline.champions()
+    create_table_artifact(key="champions", table=rows, description="The @champion of each registered model")
+    return rows
 
 
 @flow(name="pipeline", log_prints=True)
@@ -41,15 +67,19 @@ def pipeline_flow(root: str = ".", params_path: str = "params.yaml",
         try:
             curated = curate_flow(str(root_path), params_path)
             baselines = baselines_flow(str(root_path), params_path)
+            agents_path = str(root_path / agents_config)
+            agents = load_agents_config(agents_path)
+            frontier = frontier_eval(agents_path, pipeline.frontier_fingerprint(agents))
             finetuned = repro_stage("finetune", str(root_path))
-            ensemble = fit_ensemble(str(root_path / agents_config))
+            ensemble = fit_ensemble(agents_path, pipeline.ensemble_fingerprint(agents))
             leaderboard = publish_leaderboard(params.tracking.experiment)
+            champions = publish_champions()
         finally:
             os.environ.pop(PARENT_RUN_ENV, None)
         mlflow.log_text(leaderboard, "leaderboard.md")
     create_markdown_artifact(key="pipeline-leaderboard", markdown=leaderboard, description="After this pipeline run")
-    return {"pipeline_run_id": run.info.run_id, "curate": curated, "baselines": baselines,
-            "finetune_ran": finetuned, "ensemble": ensemble, "leaderboard": leaderboard}
+    return {"pipeline_run_id": run.info.run_id, "curate": curated, "baselines": baselines, "frontier": frontier,
+            "finetune_ran": finetuned, "ensemble": ensemble, "leaderboard": leaderboard, "champions": champions}
 
 
 def main() -> None:

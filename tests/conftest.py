@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from pricer import dvc_runner
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -43,19 +44,8 @@ def run(command: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess:
 @pytest.fixture
 def dvc_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A git + DVC repository holding the project's dvc.yaml, params.yaml and stage sources."""
-    root = tmp_path / "workspace"
-    root.mkdir()
-    for name in ("dvc.yaml", "params.yaml", ".gitignore"):
-        shutil.copy(REPO / name, root / name)
-    for folder in ("src", "configs"):
-        shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    run(["git", "init", "-q"], root)
-    run(["git", "config", "user.email", "ci@pricer.test"], root)
-    run(["git", "config", "user.name", "ci"], root)
-    run([sys.executable, "-m", "dvc", "init", "-q"], root)
-    run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], root)
+    root = dvc_runner.new_workspace(tmp_path / "workspace", REPO)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
-    (root / "mlruns").mkdir()
     monkeypatch.chdir(root)
     return root
 

@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
@@ -81,9 +82,11 @@ def test_changed_param_reruns_and_dvc_remote_round_trips(dvc_workspace: Path, tm
     assert hashes(root) == produced
 
 
-def test_pipeline_runs_every_stage_nested_registers_champions_and_leaves_dvc_clean(
-        dvc_workspace: Path, prefect_server) -> None:
+def test_pipeline_runs_every_stage_nested_registers_champions_and_a_rerun_skips_them_all(
+        dvc_workspace: Path, prefect_server, monkeypatch: pytest.MonkeyPatch) -> None:
     from flows.pipeline import pipeline_flow
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # the frontier step is not configured
 
     small_params(dvc_workspace, 600)
     params = yaml.safe_load((dvc_workspace / "params.yaml").read_text())
@@ -94,10 +97,21 @@ def test_pipeline_runs_every_stage_nested_registers_champions_and_leaves_dvc_cle
 
     client = MlflowClient()
     experiment = client.get_experiment_by_name("pricer").experiment_id
-    children = client.search_runs([experiment],
-                                  filter_string=f"tags.`mlflow.parentRunId` = '{result['pipeline_run_id']}'")
-    assert {child.data.tags["pricer.stage"] for child in children} >= {"curate", "baselines", "finetune"}
-    for name in ("pricer-regressor", "pricer-specialist"):
-        assert client.get_model_version_by_alias(name, "champion") is not None
+
+    def stages_under(pipeline_run_id: str) -> set[str]:
+        children = client.search_runs([experiment], filter_string=f"tags.`mlflow.parentRunId` = '{pipeline_run_id}'")
+        return {child.data.tags["pricer.stage"] for child in children}
+
+    assert stages_under(result["pipeline_run_id"]) >= {"curate", "baselines", "finetune", "ensemble"}
+    champions = {row["model"]: row["champion"] for row in result["champions"]}
+    for name in ("pricer-regressor", "pricer-specialist", "pricer-ensemble"):
+        assert f"v{client.get_model_version_by_alias(name, 'champion').version}" == champions[name]
+    assert champions["pricer-frontier"] == "none registered"
+    assert "OPENAI_API_KEY" in result["frontier"]["skipped"]
     assert "tfidf_lr" in result["leaderboard"]
     assert dvc_runner.status(dvc_workspace) == {}
+
+    again = pipeline_flow(str(dvc_workspace))
+    assert stages_under(again["pipeline_run_id"]) == set()  # DVC skipped the stages, Prefect cached the rest
+    assert again["ensemble"] == result["ensemble"] and again["champions"] == result["champions"]
+    assert again["finetune_ran"] is False

@@ -16,7 +16,8 @@ from pricer.data.demo import generate_catalog
 
 ALL_KINDS = sorted({**MODEL_KINDS, **REFERENCE_KINDS})
 # Fewer trees where a kind's default size only buys accuracy: these tests check behaviour.
-SMALL = {"xgboost": {"n_estimators": 100}, "embed_rf": {"n_estimators": 20}, "course_w2v_rf": {"n_estimators": 20}}
+SMALL = {"xgboost": {"n_estimators": 100}, "embed_rf": {"n_estimators": 20},
+         "course_w2v_rf": {"n_estimators": 20}}
 
 
 def _catalog(n: int, seed: int) -> pd.DataFrame:
@@ -38,7 +39,8 @@ def splits() -> dict[str, pd.DataFrame]:
 @pytest.fixture(scope="module")
 def fitted(splits: dict[str, pd.DataFrame]) -> dict[str, object]:
     """Every kind fitted once on the text-only train split (val given, as the baselines stage does)."""
-    return {kind: build_model(kind, **SMALL.get(kind, {})).fit(splits["train"], splits["val"]) for kind in ALL_KINDS}
+    train, val = splits["train"], splits["val"]
+    return {kind: build_model(kind, **SMALL.get(kind, {})).fit(train, val) for kind in ALL_KINDS}
 
 
 def _mae(model: object, frame: pd.DataFrame) -> float:
@@ -97,10 +99,38 @@ def test_stack_blends_on_the_val_rows_it_is_given_and_never_on_others(
         Stack().fit(splits["train"])
 
 
+class _Recorder(MeanPrice):
+    """A member that notes the fingerprint of every row it is shown."""
+
+    def __init__(self) -> None:
+        self.shown: set[str] = set()
+
+    def fit(self, train: pd.DataFrame, val: pd.DataFrame | None = None) -> _Recorder:
+        self.shown |= set(row_keys(train))
+        return super().fit(train)
+
+    def predict(self, items: pd.DataFrame) -> np.ndarray:
+        self.shown |= set(row_keys(items))
+        return super().predict(items)
+
+
+def test_stack_members_see_train_and_val_rows_only(splits: dict[str, pd.DataFrame]) -> None:
+    recorder = _Recorder()
+    Stack(members=[recorder, "knn"]).fit(splits["train"], splits["val"])
+    assert recorder.shown == set(row_keys(splits["train"])) | set(row_keys(splits["val"]))
+
+
 def test_stack_keeps_prefitted_members_as_they_are(splits: dict[str, pd.DataFrame]) -> None:
     member = MeanPrice().fit(splits["test"].assign(price=123.0))
     stack = Stack(members=[member, "knn"]).fit(splits["train"], splits["val"])
     assert stack.models_[0] is member and member.mean_ == 123.0
+
+
+def test_stack_reuses_the_fitted_members_a_stage_names(splits: dict[str, pd.DataFrame]) -> None:
+    member = MeanPrice().fit(splits["train"])
+    stack = Stack(members=["mean", "knn"]).reusing({"mean": member, "tfidf_lr": object()})
+    assert stack.members == [member, "knn"]
+    assert stack.fit(splits["train"], splits["val"]).models_[0] is member
 
 
 def test_strong_models_learn_the_pricing_rule(

@@ -164,7 +164,9 @@ class ModelSpec(StrictModel):
 
 
 def _default_baselines() -> list[ModelSpec]:
-    kinds = ("random", "mean", "features_lr", "tfidf_lr", "embed_lr", "embed_svr", "embed_rf", "xgboost")
+    # The stack comes last: it blends the members trained before it (boost, xgboost, embed_svr) as they are.
+    kinds = ("random", "mean", "features_lr", "tfidf_lr", "embed_lr", "embed_svr", "embed_rf", "xgboost", "boost",
+             "stack")
     return [ModelSpec(kind=kind) for kind in kinds]
 
 

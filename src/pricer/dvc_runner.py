@@ -50,3 +50,25 @@ def repro(stage: str, root: Path | None = None, force: bool = False) -> bool:
 def status(root: Path | None = None, *stages: str) -> dict[str, object]:
     """``dvc status --json`` of the given stages (all when none): an empty dict means up to date."""
     return json.loads(_dvc(["status", "--json", *stages], root or Path.cwd()) or "{}")
+
+
+WORKSPACE_FILES = ("dvc.yaml", "params.yaml", ".gitignore")
+WORKSPACE_FOLDERS = ("src", "configs")
+
+
+def new_workspace(root: Path, repo: Path) -> Path:
+    """A fresh git + DVC repository at ``root`` holding ``repo``'s stages, params and stage sources:
+    where tests and benchmarks run the pipeline without touching the checkout's outputs."""
+    import shutil
+
+    root.mkdir(parents=True)
+    for name in WORKSPACE_FILES:
+        shutil.copy(repo / name, root / name)
+    for folder in WORKSPACE_FOLDERS:
+        shutil.copytree(repo / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for command in (["git", "init", "-q"], ["git", "config", "user.email", "pricer@localhost"],
+                    ["git", "config", "user.name", "pricer"], [sys.executable, "-m", "dvc", "init", "-q"],
+                    [sys.executable, "-m", "dvc", "config", "core.analytics", "false"]):
+        subprocess.run(command, cwd=root, check=True, capture_output=True, text=True)
+    (root / "mlruns").mkdir()
+    return root

@@ -27,8 +27,9 @@ No setting reached 5x at >= 0.9 recall@10 on this CPU: a 165-token forward pass 
 GFLOP per text, and bf16 is the cheapest arithmetic that keeps the neighbours. What makes
 catalog work fast is the cache: unchanged products are never embedded twice.
 
-The cache is a SQLite table ``sha256(model_id + text) -> float32 vector``: only misses
-are computed, and a fully cached call never loads the model.
+The cache is a SQLite table ``sha256(model_id + text) -> float32 vector`` (``<cache_dir>/
+embeddings.sqlite``, ~1.7 KB a text): only misses are computed, identical texts in one call
+are computed once, and a fully cached call never loads the model.
 """
 
 from __future__ import annotations
@@ -108,9 +109,12 @@ class EmbeddingCache:
         if self._conn is None or self._pid != os.getpid():  # a forked child opens its own connection
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=60, check_same_thread=False, isolation_level=None)
+            # 16 KiB pages and a rowid table suit 1.5 KB blobs: 100k vectors put in ~4 s, read in ~1 s,
+            # ~170 MB (a WITHOUT ROWID table took 21 s and 470 MB). page_size only applies to a new file.
+            conn.execute("PRAGMA page_size=16384")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, vec BLOB NOT NULL) WITHOUT ROWID")
+            conn.execute("CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, vec BLOB NOT NULL)")
             self._conn, self._pid = conn, os.getpid()
         return self._conn
 

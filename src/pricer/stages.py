@@ -65,7 +65,10 @@ def run_baselines(params_path: Path = Path("params.yaml"), data_dir: Path | None
     with stage_run("baselines", {"baselines": config.model_dump(mode="json")}, experiment=params.tracking.experiment,
                    tracking_uri=params.tracking.tracking_uri,
                    tags={"pricer.test_digest": splits.test_digest}):
-        trained = [train_and_log(spec, splits, config.reports_dir)[0] for spec in specs]
+        trained, fitted = [], {}
+        for spec in specs:
+            result, fitted[spec.label] = train_and_log(spec, splits, config.reports_dir, fitted)
+            trained.append(result)
         decision = register_best(trained, config.register_as, splits)
         mlflow.set_tags({"pricer.registered": config.register_as, "pricer.gate.decision": decision.decision,
                          "pricer.gate.reason": decision.reason})

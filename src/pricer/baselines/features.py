@@ -114,13 +114,13 @@ def _number(text: str) -> float:
     return float(text.replace(",", ""))
 
 
+def _pounds(match: re.Match[str] | None) -> float | None:
+    return _number(match.group(1)) * _POUNDS_PER[match.group(2).lower().rstrip("s")] if match else None
+
+
 def parse_weight_pounds(text: str) -> float | None:
     """The first weight in a string ("2 pounds", "12 ounces", "1.5 kg") in pounds."""
-    match = _WEIGHT.search(text)
-    if not match:
-        return None
-    unit = match.group(2).lower().rstrip("s")
-    return _number(match.group(1)) * _POUNDS_PER[unit]
+    return _pounds(_WEIGHT.search(text))
 
 
 def weight_pounds(details: Mapping[str, Any], text: str) -> float | None:
@@ -130,10 +130,7 @@ def weight_pounds(details: Mapping[str, Any], text: str) -> float | None:
         value = details.get(key)
         if isinstance(value, str) and (pounds := parse_weight_pounds(value)) is not None:
             return pounds
-    match = _TEXT_WEIGHT.search(text)
-    if not match:
-        return None
-    return _number(match.group(1)) * _POUNDS_PER[match.group(2).lower().rstrip("s")]
+    return _pounds(_TEXT_WEIGHT.search(text))
 
 
 def best_sellers_ranks(details: Mapping[str, Any]) -> list[float]:
@@ -160,48 +157,40 @@ def brand_of(brand: Any, details: Mapping[str, Any], text: str) -> str | None:
 
 # --- numbers and units that set a price: pack counts, watts, storage, screen size -----------------
 
-_UNITS: dict[str, re.Pattern[str]] = {
-    "pack_count": re.compile(
-        rf"(?i)\b(?:pack|set|box|case|bag|lot) of {_NUMBER}\b|\b{_NUMBER}[\s-]*"
-        r"(?:pack|pk|pcs|pieces?|count|ct|sets?|pairs?)\b"
-    ),
-    "watts": re.compile(rf"(?i)\b{_NUMBER}\s*(?:w|watts?)\b"),
-    "volts": re.compile(rf"(?i)\b{_NUMBER}\s*(?:v|volts?)\b"),
-    "mah": re.compile(rf"(?i)\b{_NUMBER}\s*mah\b"),
-    "storage_gb": re.compile(rf"(?i)\b{_NUMBER}\s*(gb|tb)\b"),
-    "inches": re.compile(rf"(?i)\b{_NUMBER}\s*(?:-?\s*inch(?:es)?|in\b|\")"),
-    "feet": re.compile(rf"(?i)\b{_NUMBER}\s*(?:-?\s*(?:ft|feet|foot))\b"),
-    "liters": re.compile(rf"(?i)\b{_NUMBER}\s*(quarts?|qt|liters?|litres?|l|gallons?|gal)\b"),
-    "cubic_feet": re.compile(rf"(?i)\b{_NUMBER}\s*(?:cu\.? ?ft|cubic feet)\b"),
-}
 _LITERS_PER = {"quart": 0.946, "qt": 0.946, "liter": 1.0, "litre": 1.0, "l": 1.0,
                "gallon": 3.785, "gal": 3.785}
+# name -> (pattern, multiplier per unit word); a pattern without a unit group needs no multiplier.
+_UNITS: dict[str, tuple[re.Pattern[str], Mapping[str, float] | None]] = {
+    "pack_count": (re.compile(rf"(?i)\b(?:pack|set|box|case|bag|lot) of {_NUMBER}\b|\b{_NUMBER}[\s-]*"
+                              r"(?:pack|pk|pcs|pieces?|count|ct|sets?|pairs?)\b"), None),
+    "watts": (re.compile(rf"(?i)\b{_NUMBER}\s*(?:w|watts?)\b"), None),
+    "volts": (re.compile(rf"(?i)\b{_NUMBER}\s*(?:v|volts?)\b"), None),
+    "mah": (re.compile(rf"(?i)\b{_NUMBER}\s*mah\b"), None),
+    "storage_gb": (re.compile(rf"(?i)\b{_NUMBER}\s*(gb|tb)\b"), {"gb": 1.0, "tb": 1000.0}),
+    # Not a bare "in": "2 in 1" is everywhere in titles.
+    "inches": (re.compile(rf"(?i)\b{_NUMBER}\s*(?:-?\s*inch(?:es)?\b|\")"), None),
+    "feet": (re.compile(rf"(?i)\b{_NUMBER}\s*-?\s*(?:ft|feet|foot)\b"), None),
+    "liters": (re.compile(rf"(?i)\b{_NUMBER}\s*(quarts?|qt|liters?|litres?|l|gallons?|gal)\b"), _LITERS_PER),
+    "cubic_feet": (re.compile(rf"(?i)\b{_NUMBER}\s*(?:cu\.? ?ft|cubic feet)\b"), None),
+}
 _DIMENSIONS = re.compile(rf"(?i){_NUMBER}\s*\"?\s*[lwhd]?\s*x\s*{_NUMBER}\s*\"?\s*[lwhd]?\s*x\s*{_NUMBER}")
 _TITLE_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 
-def _largest(pattern: re.Pattern[str], text: str, feature: str) -> float:
-    best = math.nan
+def _largest(pattern: re.Pattern[str], per_unit: Mapping[str, float] | None, text: str) -> float:
+    values = []
     for match in pattern.finditer(text):
-        groups = [g for g in match.groups() if g is not None]
-        value = _number(groups[0])
-        if feature == "storage_gb" and groups[1].lower() == "tb":
-            value *= 1000
-        elif feature == "liters":
-            value *= _LITERS_PER[groups[1].lower().rstrip("s")]
-        best = value if math.isnan(best) else max(best, value)
-    return best
+        number, *unit = [g for g in match.groups() if g is not None]
+        values.append(_number(number) * (per_unit[unit[0].lower().rstrip("s")] if per_unit else 1.0))
+    return max(values, default=math.nan)
 
 
 def unit_features(text: str) -> dict[str, float]:
     """log1p of the largest value of each unit in the text (NaN when absent), the product volume in
     cubic inches from "L x W x H", and the count and size of numbers in the first (title) line."""
-    out = {name: math.log1p(v) if not math.isnan(v := _largest(p, text, name)) else math.nan
-           for name, p in _UNITS.items()}
+    out = {name: math.log1p(_largest(pattern, scale, text)) for name, (pattern, scale) in _UNITS.items()}
     dims = _DIMENSIONS.search(text)
-    out["volume"] = (
-        math.log1p(math.prod(_number(g) for g in dims.groups())) if dims else math.nan
-    )
+    out["volume"] = math.log1p(math.prod(_number(g) for g in dims.groups())) if dims else math.nan
     numbers = [float(n) for n in _TITLE_NUMBER.findall(text.split("\n", 1)[0])]
     out["title_numbers"] = float(len(numbers))
     out["title_max_number"] = math.log1p(max(numbers)) if numbers else math.nan

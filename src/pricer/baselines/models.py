@@ -2,15 +2,16 @@
 
 All learned models fit log1p(price) and answer in dollars through ``LogPriceModel``: prices are skewed
 ($1 to $999, median ~$30), and the back-transformed log prediction is a conditional median, which is
-what mean absolute error rewards. The strong models:
+what mean absolute error rewards. Beyond the classic families, the strong ones are:
 
-- ``text_ridge``: Ridge on TF-IDF word 1-2-grams plus char_wb 2-5-grams (sub-word pieces catch model
-  numbers, units and brands that split into rare words).
+- ``text_ridge``: Ridge on TF-IDF word 1-2-grams plus char_wb 2-5-grams.
 - ``knn``: the similarity-weighted mean log price of the nearest training items in MiniLM space.
-- ``boost``: XGBoost over embeddings, engineered features, kNN-price features and the ``text_ridge``
-  prediction; the last two are computed out of fold on the training split, grouped by title, so the
-  booster learns how far to trust them on items it has not seen.
+- ``boost``: XGBoost over engineered features, kNN-price features (MiniLM and word TF-IDF neighbours)
+  and the ``text_ridge`` prediction, the last two computed out of fold on the training split.
 - ``stack``: a non-negative linear blend of member models in log space, fitted on the val split only.
+
+XGBoost runs single-threaded on purpose: with a core busy elsewhere, its OpenMP threads waited on
+each other and two threads fitted 30-80x slower than one on the project's 2-core machines.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ __all__ = [
     "TfidfLR",
     "XGBoostModel",
     "build_model",
+    "known_kinds",
 ]
 
 
@@ -221,7 +223,7 @@ class EmbedSVR(_PipelineModel):
 class EmbedRF(_PipelineModel):
     kind: ClassVar[str] = "embed_rf"
 
-    def __init__(self, n_estimators: int = 200, max_features: float = 0.2, min_samples_leaf: int = 2,
+    def __init__(self, n_estimators: int = 100, max_features: float | str = "sqrt", min_samples_leaf: int = 2,
                  seed: int = 42) -> None:
         self.n_estimators = n_estimators
         self.max_features = max_features
@@ -378,7 +380,7 @@ class Boost(LogPriceModel):
 
     kind: ClassVar[str] = "boost"
 
-    def __init__(self, n_folds: int = 5, k: int = 15, ridge_alpha: float = 1.0, n_estimators: int = 400,
+    def __init__(self, n_folds: int = 5, k: int = 30, ridge_alpha: float = 1.0, n_estimators: int = 400,
                  learning_rate: float = 0.05, max_depth: int = 6, n_bags: int = 3, seed: int = 42) -> None:
         self.n_folds = n_folds
         self.k = k
@@ -390,9 +392,9 @@ class Boost(LogPriceModel):
         self.seed = seed
 
     def _fit_log(self, train: pd.DataFrame, y: np.ndarray) -> None:
-        self.text_ = TextRidge()
+        self.vectorizers_ = TextRidge()
         # Vocabularies and IDF never see a price, so one fit on all of train serves every fold.
-        inputs = self._inputs(embed(train), *self.text_.fit_vectorizers(train))
+        inputs = self._inputs(embed(train), *self.vectorizers_.fit_vectorizers(train))
         out_of_fold = np.empty((len(train), 2 * NearestPrices.n_features + 1))
         folds = GroupKFold(n_splits=self.n_folds, shuffle=True, random_state=self.seed)
         for fit_rows, held_rows in folds.split(inputs.vectors, y, groups=title_groups(train)):
@@ -407,7 +409,7 @@ class Boost(LogPriceModel):
         ]
 
     def predict_log(self, items: pd.DataFrame) -> np.ndarray:
-        inputs = self._inputs(embed(items), *self.text_.vectorize(items))
+        inputs = self._inputs(embed(items), *self.vectorizers_.vectorize(items))
         matrix = np.hstack([self.engineered_.transform(items), self._learned(self.learners_, inputs)])
         return np.mean([booster.predict(matrix) for booster in self.boosters_], axis=0)
 
@@ -465,7 +467,7 @@ class Stack(LogPriceModel):
 
     kind: ClassVar[str] = "stack"
 
-    def __init__(self, members: Sequence[MemberSpec] = ("boost", "text_ridge", "knn", "embed_svr")) -> None:
+    def __init__(self, members: Sequence[MemberSpec] = ("boost", "xgboost", "embed_svr")) -> None:
         self.members = members
 
     def fit(self, train: pd.DataFrame, val: pd.DataFrame | None = None) -> Self:
@@ -482,6 +484,10 @@ class Stack(LogPriceModel):
 
     def predict_log(self, items: pd.DataFrame) -> np.ndarray:
         return self._member_logs(items) @ self.weights_ + self.intercept_
+
+    def reusing(self, fitted: Mapping[str, PriceModel]) -> Stack:
+        """This stack with each member named by a key of ``fitted`` replaced by that fitted model."""
+        return Stack(members=[fitted.get(spec, spec) if isinstance(spec, str) else spec for spec in self.members])
 
     def _member_logs(self, items: pd.DataFrame) -> np.ndarray:
         return np.column_stack([np.log1p(m.predict(items)) for m in self.models_])

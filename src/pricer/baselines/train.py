@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from pricer.baselines.models import PriceModel, build_model
+from pricer.baselines.models import PriceModel, Stack, build_model
 from pricer.config import ModelSpec
 from pricer.evaluation.harness import evaluate_model
 from pricer.evaluation.metrics import compute_metrics
@@ -62,8 +63,11 @@ class TrainedModel:
     test: dict[str, float | int]
 
 
-def train_and_log(spec: ModelSpec, splits: Splits, reports_dir: Path) -> tuple[TrainedModel, PriceModel]:
-    """Fit one model, score it on val (for selection) and test (the harness), log it all to one run."""
+def train_and_log(spec: ModelSpec, splits: Splits, reports_dir: Path,
+                  fitted: Mapping[str, PriceModel] | None = None) -> tuple[TrainedModel, PriceModel]:
+    """Fit one model, score it on val (for selection) and test (the harness), log it all to one run.
+
+    A stack blends the models of ``fitted`` (by label) as they are instead of training them again."""
     tags = {"pricer.model": spec.label, "pricer.kind": spec.kind, "pricer.test_digest": splits.test_digest}
     parent = mlflow.active_run()
     # A nested run does not inherit its parent's experiment: name it, or it lands in "Default".
@@ -72,6 +76,8 @@ def train_and_log(spec: ModelSpec, splits: Splits, reports_dir: Path) -> tuple[T
         mlflow.log_params({"kind": spec.kind, **{f"model.{k}": v for k, v in spec.params.items()},
                            "n_train": len(splits.train), "n_val": len(splits.val)})
         model = build_model(spec.kind, **spec.params)
+        if isinstance(model, Stack) and fitted:
+            model = model.reusing(fitted)
         started = time.perf_counter()
         model.fit(splits.train, splits.val)
         fit_seconds = time.perf_counter() - started

@@ -1,0 +1,85 @@
+"""Beyond one machine: the stages against a separate MLflow tracking server process."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+import yaml
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from pricer.cli import app
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """``mlflow server`` with a database backend and proxied artifacts, as a team would run it."""
+    port, store = _free_port(), tmp_path / "server"
+    store.mkdir()
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+               "--workers", "1", "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
+               "--artifacts-destination", str(store / "artifacts")]
+    log = (tmp_path / "server.log").open("w")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"mlflow server did not start:\n{(tmp_path / 'server.log').read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url, store
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def test_stages_track_and_register_through_a_tracking_server(
+        dvc_workspace: Path, mlflow_server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    url, store = mlflow_server
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    mlflow.set_tracking_uri(None)  # drop any URI an earlier test pinned in this process
+    params = yaml.safe_load((dvc_workspace / "params.yaml").read_text())
+    params["curate"]["source"]["n_items"] = 600
+    params["baselines"] = {"models": [{"kind": "mean"}, {"kind": "tfidf_lr"}]}
+    (dvc_workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    for command in (["curate"], ["baselines"]):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 0, result.output
+
+    client = MlflowClient(url)
+    experiment = client.get_experiment_by_name("pricer")
+    stages = {run.data.tags.get("pricer.stage") for run in client.search_runs([experiment.experiment_id])}
+    assert {"curate", "baselines"} <= stages
+    champion = client.get_model_version_by_alias("pricer-regressor", "champion")
+    assert client.get_run(champion.run_id).data.tags["pricer.model"] == "tfidf_lr"
+    # Everything went through the server: its database and artifact store, nothing local.
+    assert not (dvc_workspace / "mlruns" / "mlflow.db").exists()
+    assert any((store / "artifacts").rglob("MLmodel"))
+    # A client elsewhere loads the champion through the server's artifact proxy.
+    model = mlflow.pyfunc.load_model("models:/pricer-regressor@champion")
+    prices = model.predict(pd.DataFrame({"text": ["Stainless steel 12-cup coffee maker with timer"]}))
+    assert float(prices[0]) > 0
