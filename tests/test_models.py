@@ -147,3 +147,12 @@ def test_unknown_kind_names_the_known_ones() -> None:
     with pytest.raises(ValueError, match="course_bow_lr"):
         build_model("nope")
 
+
+
+@pytest.mark.parametrize("kind", ["boost", "xgboost", "embed_rf", "course_w2v_svr"])
+def test_the_same_seed_gives_the_same_prices_twice(
+    kind: str, fitted: dict[str, object], splits: dict[str, pd.DataFrame]
+) -> None:
+    again = build_model(kind, **SMALL.get(kind, {})).fit(splits["train"], splits["val"])
+    items = splits["test"]
+    np.testing.assert_allclose(again.predict(items), fitted[kind].predict(items), rtol=1e-9)

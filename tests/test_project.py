@@ -24,6 +24,22 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert "requirements.lock" in makefile
 
 
+def test_every_parameter_a_dvc_stage_tracks_is_in_the_checked_in_files() -> None:
+    """`dvc repro` refuses a stage whose tracked params section is missing: the main job would stop."""
+    import yaml
+
+    from pricer.config import load_params
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    load_params(REPO / "params.yaml")  # and what is there validates
+    for name, stage in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].items():
+        for entry in stage.get("params", []):
+            if isinstance(entry, str):
+                assert entry in params, f"stage {name} tracks params.yaml:{entry}, which is missing"
+            else:
+                assert all((REPO / file).exists() for file in entry), f"stage {name}: missing {entry}"
+
+
 def test_dockerfile_builds_the_same_environment_and_runs_the_main_job() -> None:
     lines = [line.strip() for line in (REPO / "Dockerfile").read_text().splitlines()]
     instructions = [line for line in lines if line and not line.startswith("#")]

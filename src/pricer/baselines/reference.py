@@ -9,6 +9,7 @@ around the text is the same for every item, so the text alone gives the same mod
 
 from __future__ import annotations
 
+import zlib
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -88,10 +89,18 @@ class CourseFeatures(TransformerMixin, BaseEstimator):
         return np.asarray(rows, dtype=float).reshape(len(rows), 4)
 
 
-class Word2VecDocuments(TransformerMixin, BaseEstimator):
-    """Word2Vec trained on the training texts; a document is the mean of its known word vectors."""
+def _stable_hash(text: str) -> int:
+    # gensim seeds each word's start vector with hash(word + seed); Python's own str hash changes
+    # from process to process, so the same seed would not give the same model twice.
+    return zlib.crc32(text.encode())
 
-    def __init__(self, vector_size: int = 400, window: int = 5, min_count: int = 1, workers: int = 2,
+
+class Word2VecDocuments(TransformerMixin, BaseEstimator):
+    """Word2Vec trained on the training texts; a document is the mean of its known word vectors.
+
+    One worker thread by default: with more, word2vec's result depends on thread timing."""
+
+    def __init__(self, vector_size: int = 400, window: int = 5, min_count: int = 1, workers: int = 1,
                  seed: int = 42) -> None:
         self.vector_size = vector_size
         self.window = window
@@ -103,6 +112,7 @@ class Word2VecDocuments(TransformerMixin, BaseEstimator):
         model = Word2Vec(
             sentences=[simple_preprocess(d) for d in documents], vector_size=self.vector_size,
             window=self.window, min_count=self.min_count, workers=self.workers, seed=self.seed,
+            hashfxn=_stable_hash,
         )
         self.vectors_ = model.wv  # the KeyedVectors alone: the trainer's state is dead weight in a pickle
         return self
@@ -151,7 +161,7 @@ class CourseBowLR(_CourseModel):
 
 
 class _CourseW2v(_CourseModel):
-    def __init__(self, workers: int = 2) -> None:
+    def __init__(self, workers: int = 1) -> None:
         self.workers = workers
 
     def _regressor(self) -> RegressorMixin:
