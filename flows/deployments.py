@@ -2,6 +2,7 @@
 
     python -m flows.deployments                       # schedules from configs/agents.yaml
     python -m flows.deployments --config other.yaml
+    python -m flows.deployments --gpu-pool gpu        # deploy the GPU stages to a work pool, then exit
 
 Both schedules come from the ``schedule`` section of ``configs/agents.yaml``
 (``deals_every_minutes``, ``retrain_cron``, ``timezone``). ``prefect.serve`` registers the
@@ -9,6 +10,11 @@ deployments with the Prefect API (``PREFECT_API_URL``) and runs each scheduled f
 subprocess of this long-running process. Each deployment has a concurrency limit of one: a
 cycle that outlasts its interval delays the next instead of racing it. The retraining flow is
 imported by its ``module:function`` path only here, so the deal agents do not depend on it.
+
+``--gpu-pool`` instead registers the GPU stages (fine-tuning) as deployments of a work pool, with
+this checkout as their source: a ``prefect worker start --pool <name>`` on the GPU machine (where
+the same checkout lives at the same path, or a shared one) runs them, while everything else keeps
+running here.
 """
 
 from __future__ import annotations
@@ -16,11 +22,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from pricer.agents.config import AgentsConfig, load_agents_config
 
 log = logging.getLogger(__name__)
+REPO = Path(__file__).resolve().parents[1]
+GPU_STAGES = {"finetune": "flows/finetune.py:finetune_flow"}
 
 
 def load_flow(path: str) -> Any:
@@ -70,10 +80,30 @@ def build_deployments(config: AgentsConfig, config_path: str = "configs/agents.y
     return deployments
 
 
+def deploy_gpu_stages(pool: str, parameters: dict[str, dict[str, Any]] | None = None,
+                      source: Path = REPO) -> dict[str, UUID]:
+    """Register each GPU stage as a deployment of work pool ``pool`` (which must exist); returns the ids."""
+    from prefect import flow
+
+    parameters = parameters or {}
+    return {
+        stage: flow.from_source(source=str(source), entrypoint=entrypoint).deploy(
+            name=f"{stage}-{pool}", work_pool_name=pool, parameters={"root": str(source), **parameters.get(stage, {})},
+            build=False, push=False, print_next_steps=False, tags=["pricer", "gpu"],
+        )
+        for stage, entrypoint in GPU_STAGES.items()
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/agents.yaml")
+    parser.add_argument("--gpu-pool", help="deploy the GPU stages to this work pool and exit")
     args = parser.parse_args(argv)
+    if args.gpu_pool:
+        for stage, deployment_id in deploy_gpu_stages(args.gpu_pool).items():
+            print(f"{stage}: deployment {deployment_id} on work pool {args.gpu_pool}")
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll of the API otherwise
     from prefect import serve

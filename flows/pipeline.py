@@ -85,17 +85,26 @@ def pipeline_flow(root: str = ".", params_path: str = "params.yaml",
 def main() -> None:
     """The main job: the pipeline on the embedded defaults, one agent cycle, then where to look."""
     from flows.deals import deals_flow
+    from pricer.agents.local_feed import serving_demo_deals
 
     result = pipeline_flow()
-    cycle = deals_flow()
+    # The demo catalog's products on sale on 127.0.0.1: the configured web feeds need the internet.
+    with serving_demo_deals("configs/agents.yaml", "data/curated/test.parquet") as demo_config:
+        cycle = deals_flow(str(demo_config))
     uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlruns/mlflow.db').resolve()}"
+    Path("reports").mkdir(exist_ok=True)
+    Path("reports/leaderboard.md").write_text(str(result["leaderboard"]))
     print("\n" + str(result["leaderboard"]))
-    print(f"\nensemble: {result['ensemble']}")
-    print(f"deal cycle: {cycle}")
+    print(f"ensemble: {result['ensemble']}")
+    print(f"\ndeal cycle: {cycle['deals']} demo deals scanned, {cycle['priced']} priced, "
+          f"{len(cycle['opportunities'])} opportunities:")
+    for opportunity in cycle["opportunities"]:
+        print(f"  ${opportunity['price']:,.2f} vs estimate ${opportunity['estimate']:,.2f} "
+              f"({opportunity['discount']:.0%} off)  {opportunity['title'][:70]}")
     print("\nWhere to look:")
     print(f"  MLflow UI:   .venv/bin/mlflow ui --backend-store-uri {uri} --port 5000   -> http://127.0.0.1:5000")
     print("  Prefect UI:  .venv/bin/prefect server start   -> http://127.0.0.1:4200 (flow runs, artifacts)")
-    print("  Leaderboard: reports/leaderboard.md (.venv/bin/pricer compare); metrics: reports/metrics/*.json")
+    print("  Leaderboard: reports/leaderboard.md (refresh: .venv/bin/pricer compare); metrics: reports/metrics/*.json")
     print("  Agents UI:   .venv/bin/pricer ui")
 
 

@@ -898,3 +898,27 @@ def test_the_prefect_flow_runs_one_cycle(
     assert registered["deals-every-15-min"].global_concurrency_limit.limit == 1
     if "retrain-scheduled" in registered:  # flows/retrain.py is the lead's; served once it exists
         assert [s.schedule.cron for s in registered["retrain-scheduled"].schedules] == ["0 4 * * 1"]
+
+
+def test_the_main_jobs_demo_deals_are_served_locally_and_priced(tmp_path: Path, demo, registry, store_env) -> None:
+    from pricer.agents.local_feed import demo_pages, serving_demo_deals
+    from pricer.agents.planner import run_cycle
+
+    config = yaml.safe_load((REPO / "configs" / "agents.yaml").read_text())
+    config["agents"]["frontier"] = {"config": None}
+    config["memory"] = {"path": str(tmp_path / "memory.sqlite")}
+    config["vectorstore"] = {"path": str(tmp_path / "vectorstore")}
+    base = tmp_path / "agents.yaml"
+    base.write_text(yaml.safe_dump(config))
+    served = demo_pages(demo["test"], n=20)
+    with serving_demo_deals(base, demo["dir"] / "test.parquet", n=20) as served_config:
+        feeds = load_agents_config(served_config).feeds
+        report = run_cycle(served_config)
+    assert [feed.url.startswith("http://127.0.0.1:") for feed in feeds] == [True]
+    assert report.deals == report.priced == 20
+    # The scanner read the price each page states; what surfaced is priced well under its estimate.
+    assert {(o["title"], o["price"]) for o in report.opportunities} <= {(p.title, p.price) for p in served}
+    assert all(o["discount"] > 0.3 for o in report.opportunities)
+    assert sorted(page.price / price for page, price in zip(served, demo["test"].sample(n=20, random_state=0).price,
+                                                            strict=True))[:4] == pytest.approx([0.45, 0.45, 0.5, 0.5],
+                                                                                               abs=0.01)

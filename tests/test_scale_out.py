@@ -83,3 +83,34 @@ def test_stages_track_and_register_through_a_tracking_server(
     model = mlflow.pyfunc.load_model("models:/pricer-regressor@champion")
     prices = model.predict(pd.DataFrame({"text": ["Stainless steel 12-cup coffee maker with timer"]}))
     assert float(prices[0]) > 0
+
+
+def test_a_worker_of_the_gpu_pool_runs_the_finetune_deployment(dvc_workspace: Path, prefect_server) -> None:
+    """The GPU stages as deployments of a process work pool, run by a worker in another process."""
+    import os
+
+    from prefect import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.deployments import deploy_gpu_stages
+
+    params = yaml.safe_load((dvc_workspace / "params.yaml").read_text())
+    params["curate"]["source"]["n_items"] = 600
+    (dvc_workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert CliRunner().invoke(app, ["curate"]).exit_code == 0
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name="gpu", type="process"))
+    deployment = deploy_gpu_stages("gpu", source=dvc_workspace)["finetune"]
+    flow_run = run_deployment(deployment, timeout=0)
+
+    worker = subprocess.run(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", "gpu", "--run-once"],
+        env={**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}, cwd=dvc_workspace,
+        capture_output=True, text=True, timeout=600,
+    )
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(flow_run.id).state
+    assert state.is_completed(), f"{state}\n{(worker.stdout + worker.stderr)[-4000:]}"
+    assert MlflowClient().get_model_version_by_alias("pricer-specialist", "champion").version

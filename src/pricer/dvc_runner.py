@@ -53,7 +53,7 @@ def status(root: Path | None = None, *stages: str) -> dict[str, object]:
 
 
 WORKSPACE_FILES = ("dvc.yaml", "params.yaml", ".gitignore")
-WORKSPACE_FOLDERS = ("src", "configs")
+WORKSPACE_FOLDERS = ("src", "configs", "flows")
 
 
 def new_workspace(root: Path, repo: Path) -> Path:
