@@ -59,8 +59,16 @@ def mlflow_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 def test_stages_track_and_register_through_a_tracking_server(
         dvc_workspace: Path, mlflow_server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     url, store = mlflow_server
+    # A URI an earlier test set in this process wins over the variable; forgetting it also unsets the variable.
+    mlflow.set_tracking_uri(None)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
-    mlflow.set_tracking_uri(None)  # drop any URI an earlier test pinned in this process
+    try:
+        _track_and_register(dvc_workspace, url, store)
+    finally:
+        mlflow.set_tracking_uri(None)  # the server goes away with this test
+
+
+def _track_and_register(dvc_workspace: Path, url: str, store: Path) -> None:
     params = yaml.safe_load((dvc_workspace / "params.yaml").read_text())
     params["curate"]["source"]["n_items"] = 600
     params["baselines"] = {"models": [{"kind": "mean"}, {"kind": "tfidf_lr"}]}
@@ -113,4 +121,29 @@ def test_a_worker_of_the_gpu_pool_runs_the_finetune_deployment(dvc_workspace: Pa
     with get_client(sync_client=True) as client:
         state = client.read_flow_run(flow_run.id).state
     assert state.is_completed(), f"{state}\n{(worker.stdout + worker.stderr)[-4000:]}"
-    assert MlflowClient().get_model_version_by_alias("pricer-specialist", "champion").version
+    store = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])  # the one the worker's flow run wrote to
+    assert store.get_model_version_by_alias("pricer-specialist", "champion").version
+
+
+def test_a_two_process_launch_trains_on_both_ranks_and_logs_and_registers_once(dvc_workspace: Path) -> None:
+    """What `accelerate launch --multi_gpu` starts on a GPU machine (torch's elastic launcher, one process per
+    device), here as two CPU processes talking gloo: rank 0 alone owns the MLflow run and the registry."""
+    import os
+
+    params = yaml.safe_load((dvc_workspace / "params.yaml").read_text())
+    params["curate"]["source"]["n_items"] = 600
+    (dvc_workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert CliRunner().invoke(app, ["curate"]).exit_code == 0
+    launched = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "-m", "pricer.cli", "finetune", "--config", "configs/finetune/tiny.yaml"],
+        cwd=dvc_workspace, env=dict(os.environ), capture_output=True, text=True, timeout=600,
+    )
+    output = launched.stdout + launched.stderr
+    assert launched.returncode == 0, output[-4000:]
+    assert "Traceback" not in output and output.count(" steps, train loss ") == 1  # one rank reports
+    store = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    experiment = store.get_experiment_by_name("pricer").experiment_id
+    finetune_runs = store.search_runs([experiment], filter_string="tags.`pricer.stage` = 'finetune'")
+    assert len(finetune_runs) == 1
+    assert [str(v.version) for v in store.search_model_versions("name='pricer-specialist'")] == ["1"]

@@ -320,6 +320,8 @@ def finetune(
         summary = run_finetune(config, data_dir=data, resume=resume)
     except (ConfigError, OSError, ValueError) as error:
         _fail(error)
+    if not summary:  # another rank of a multi-process launch: rank 0 reports
+        return
 
     def number(value, spec: str) -> str:
         return "n/a" if value is None else format(value, spec)

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +118,8 @@ def train_step(config_path: str | Path, *, run_id: str | None, data_dir: str | P
     """Train (or resume) the adapter; the curves go to ``run_id``. Returns TrainResult.summary()."""
     from pricer.llm.train import train
 
-    _tracking(root)
+    if run_id:  # without a run nothing is logged: ranks other than 0 never touch the store
+        _tracking(root)
     config = resolve_config(config_path, data_dir, root)
     result = train(config, resume=resume, run_id=run_id)
     summary = result.summary()
@@ -275,6 +277,11 @@ def stage_params(config: FinetuneConfig, config_path: str | Path) -> dict[str, A
 # --- the stage --------------------------------------------------------------------------------
 
 
+def is_main_process() -> bool:
+    """False on the other ranks of a multi-process launch (``accelerate launch`` and torchrun set RANK)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def run_finetune(config_path: Path, data_dir: Path | None = None, resume: bool = True,
                  *, root: Path | None = None) -> dict[str, Any]:
     """Train, score base and fine-tuned, log + register + gate; returns the summary it writes.
@@ -283,6 +290,10 @@ def run_finetune(config_path: Path, data_dir: Path | None = None, resume: bool =
     ``base`` and ``finetuned`` (harness metrics on the same test rows), ``mae_improvement``,
     ``promotion`` (the gate's decision) and where things are (adapter_dir, model_uri).
     """
+    if not is_main_process():
+        # The other ranks of `accelerate launch` only train: rank 0 owns the run, the scores and the registry.
+        train_step(config_path, run_id=None, data_dir=data_dir, root=root, resume=resume)
+        return {}
     config = resolve_config(config_path, data_dir, root)
     _, digest = load_test(config)
     tags = {"pricer.family": config.registered_name, "pricer.test_digest": digest}
