@@ -115,3 +115,24 @@ def test_pipeline_runs_every_stage_nested_registers_champions_and_a_rerun_skips_
     assert stages_under(again["pipeline_run_id"]) == set()  # DVC skipped the stages, Prefect cached the rest
     assert again["ensemble"] == result["ensemble"] and again["champions"] == result["champions"]
     assert again["finetune_ran"] is False
+
+
+def test_registry_step_fingerprints_tell_stores_apart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh store at the same path (a new clone, a wiped mlruns/) must not reuse what Prefect cached for
+    the old one, or its frontier and ensemble would never be registered. Each look is a new process, as
+    each pipeline run is."""
+    code = ("from pricer import pipeline; from pricer.agents.config import AgentsConfig; "
+            "from pricer.tracking.runs import configure; configure(); config = AgentsConfig(); "
+            "print(pipeline.ensemble_fingerprint(config), pipeline.frontier_fingerprint(config))")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+
+    def fingerprints() -> list[str]:
+        return run([sys.executable, "-c", code], tmp_path).stdout.split()
+
+    (tmp_path / "mlruns").mkdir()
+    first = fingerprints()
+    assert fingerprints() == first
+    run(["rm", "-rf", "mlruns"], tmp_path)
+    (tmp_path / "mlruns").mkdir()
+    again = fingerprints()
+    assert again[0] != first[0] and again[1] != first[1]

@@ -34,7 +34,16 @@ def champion_identity(name: str, client: MlflowClient | None = None) -> str | No
     return f"{name}/{version.version}/{version.run_id}"
 
 
+def store_identity() -> str:
+    """Which MLflow store this is: its URI and when it was created (its Default experiment's creation time).
+    A fresh store at the same path (a new clone, a wiped ``mlruns/``) must not reuse what the old one cached."""
+    import mlflow
+
+    return f"{mlflow.get_tracking_uri()}#{MlflowClient().get_experiment('0').creation_time}"
+
+
 def _fingerprint(parts: dict[str, Any]) -> str:
+    parts = {**parts, "store": store_identity()}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
