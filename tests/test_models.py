@@ -148,7 +148,6 @@ def test_unknown_kind_names_the_known_ones() -> None:
         build_model("nope")
 
 
-
 @pytest.mark.parametrize("kind", ["boost", "xgboost", "embed_rf", "course_w2v_svr"])
 def test_the_same_seed_gives_the_same_prices_twice(
     kind: str, fitted: dict[str, object], splits: dict[str, pd.DataFrame]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -59,8 +60,6 @@ WORKSPACE_FOLDERS = ("src", "configs", "flows")
 def new_workspace(root: Path, repo: Path) -> Path:
     """A fresh git + DVC repository at ``root`` holding ``repo``'s stages, params and stage sources:
     where tests and benchmarks run the pipeline without touching the checkout's outputs."""
-    import shutil
-
     root.mkdir(parents=True)
     for name in WORKSPACE_FILES:
         shutil.copy(repo / name, root / name)

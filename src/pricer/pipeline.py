@@ -71,20 +71,22 @@ def frontier_skip_reason(config: AgentsConfig) -> str | None:
     return None
 
 
-def frontier_fingerprint(config: AgentsConfig) -> str:
+def _frontier_setup(config: AgentsConfig) -> dict[str, str | None]:
+    """The frontier config file's digest and why it would be skipped: what decides whether it prices."""
     path = frontier_config_path(config)
-    return _fingerprint({
-        "config": file_digest(path) if path is not None and path.exists() else None,
-        "skip": frontier_skip_reason(config),
-        "splits": _split_digests(Path(config.ensemble.data_dir)),
-    })
+    return {"config": file_digest(path) if path is not None and path.exists() else None,
+            "skip": frontier_skip_reason(config)}
+
+
+def frontier_fingerprint(config: AgentsConfig) -> str:
+    return _fingerprint({**_frontier_setup(config), "splits": _split_digests(Path(config.ensemble.data_dir))})
 
 
 def ensemble_fingerprint(config: AgentsConfig) -> str:
     settings = config.ensemble
     return _fingerprint({
         "ensemble": settings.model_dump(mode="json"),
-        "frontier": frontier_fingerprint(config),
+        "frontier": _frontier_setup(config),  # a configured frontier agent prices without a registered model
         "members": {member: champion_identity(name) for member, name in settings.members.items()},
         "splits": _split_digests(Path(settings.data_dir)),
     })
