@@ -101,7 +101,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gpu-pool", help="deploy the GPU stages to this work pool and exit")
     args = parser.parse_args(argv)
     if args.gpu_pool:
-        for stage, deployment_id in deploy_gpu_stages(args.gpu_pool).items():
+        try:
+            deployed = deploy_gpu_stages(args.gpu_pool)
+        except ValueError as error:  # Prefect's "Could not find work pool ...": say it, no traceback
+            raise SystemExit(f"{error} (prefect work-pool create {args.gpu_pool} --type process)") from None
+        for stage, deployment_id in deployed.items():
             print(f"{stage}: deployment {deployment_id} on work pool {args.gpu_pool}")
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
