@@ -6,8 +6,9 @@
 
 Curates the file through the project's own jsonl source and hash split, fits each model on
 train (the stack's weights on val), scores it on test with the evaluation harness, and
-prints MAE, RMSLE, hit rate, fit seconds and predict items/s; last, the ratio of Pricer's
-best single model and of its ensemble to the best course reference.
+prints MAE, RMSLE, hit rate, fit seconds, predict items/s and the test MAE when items carry only the
+token-budgeted ``text`` (no ``full_text``); last, the ratio of Pricer's best single model and of its
+ensemble to the best course reference.
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ def score(kind: str, splits: dict[str, pd.DataFrame], extra: pd.DataFrame | None
     result = evaluate_model(kind, model.predict, splits["test"], text_column=None, reports_dir=reports)
     row = {"model": kind, **{k: result.metrics[k] for k in ("mae", "rmsle", "hit_rate")},
            "fit_s": fit_seconds, "items_per_s": len(splits["test"]) / (time.perf_counter() - started)}
+    # A caller may send only the short, token-budgeted ``text`` (no ``full_text``): how much that costs.
+    short = splits["test"].drop(columns="full_text")
+    row["text_only_mae"] = evaluate_model(f"{kind}-text-only", model.predict, short, text_column=None,
+                                          reports_dir=reports).metrics["mae"]
     if extra is not None:
         row["ood_mae"] = evaluate_model(f"{kind}-ood", model.predict, extra, text_column=None,
                                         reports_dir=reports).metrics["mae"]

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -67,7 +68,8 @@ def test_each_model_is_an_mlflow_run_with_metrics_charts_and_a_text_model(traine
 
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     loaded = mlflow.pyfunc.load_model(row["model_uri"])
-    assert [column.name for column in loaded.metadata.get_input_schema().inputs] == ["text", "category", "details"]
+    assert [column.name for column in loaded.metadata.get_input_schema().inputs] == [
+        "text", "full_text", "category", "details"]
     import pandas as pd
 
     assert loaded.predict(pd.DataFrame({"text": ["Wireless Headphones, noise cancelling, 40 hour battery"]}))[0] > 0
@@ -116,11 +118,12 @@ def test_evaluate_json_counts_every_row_and_matches_the_harness(trained: dict, p
     from pricer.config import CurateConfig
     from pricer.data.curate import clean_file
     from pricer.evaluation.metrics import compute_metrics
+    from pricer.serving.pyfunc import model_inputs
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
     monkeypatch.chdir(project)
     good = [{"title": f"Stainless Steel Electric Kettle {i} litre", "price": 20.0 + 7 * i, "main_category": "Home",
-             "description": ["Boils water fast, auto shut-off, cordless base, keeps warm for an hour."]}
+             "description": [f"Boils water fast, auto shut-off, cordless base, keeps warm for {i} hours. " * 20]}
             for i in range(12)]
     lines = [json.dumps(row).encode() for row in good] + [b"{broken", b'{"title": "No price here at all"}',
                                                          json.dumps({**good[0], "price": 5000}).encode()]
@@ -137,7 +140,10 @@ def test_evaluate_json_counts_every_row_and_matches_the_harness(trained: dict, p
 
     items, _ = clean_file(path, CurateConfig())
     model = mlflow.pyfunc.load_model("models:/pricer-regressor@champion")
-    expected = compute_metrics(items["price"].tolist(), list(model.predict(items[["text", "category", "details"]])))
+    estimates = model.predict(model_inputs(items))
+    # The descriptions run past the token budget, so the champion's full_text must reach it.
+    assert not np.allclose(estimates, model.predict(items[["text"]]))
+    expected = compute_metrics(items["price"].tolist(), list(estimates))
     assert scored["mae"] == pytest.approx(expected["mae"]) and scored["hit_rate"] == pytest.approx(expected["hit_rate"])
     again = json.loads(CliRunner().invoke(app, ["evaluate", "--model", "pricer-regressor@champion", "--data",
                                                 str(path), "--json"]).stdout.strip().splitlines()[-1])

@@ -22,7 +22,7 @@ from pricer.config import (
 from pricer.data.curate import curate
 from pricer.data.records import Reason, normalise_category, parse_price
 from pricer.data.sources import SourceError, read_source
-from pricer.data.text import scrub
+from pricer.data.text import FULL_TEXT_CHARS, scrub
 from pricer.llm.tokenizer import builtin_tokenizer, truncate_to_tokens
 from tests.conftest import requires_shared_data
 
@@ -155,6 +155,9 @@ def test_truncation_respects_the_token_budget(tmp_path: Path) -> None:
     row = all_rows(tmp_path).iloc[0]
     assert row["token_count"] == 24 and report["tokens"]["at_budget"] == 1
     assert len(tokenizer(row["text"], add_special_tokens=False)["input_ids"]) <= 25
+    # The traditional models' text keeps the description the token budget cut, up to a deal's length.
+    assert row["full_text"].startswith(row["text"]) and len(row["full_text"]) > 4 * len(row["text"])
+    assert len(row["full_text"]) <= FULL_TEXT_CHARS
 
 
 def test_balance_downsamples_the_configured_band_deterministically(tmp_path: Path) -> None:

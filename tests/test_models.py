@@ -143,6 +143,27 @@ def test_strong_models_learn_the_pricing_rule(
     assert _mae(fitted["random"], test) > floor
 
 
+def test_models_read_full_text_where_an_item_has_it_and_the_course_references_do_not(
+    fitted: dict[str, object], splits: dict[str, pd.DataFrame]
+) -> None:
+    items = splits["test"].head(20)[["text"]]
+    # The same products with the head swapped for another product's: only a reader of full_text changes.
+    swapped = items.assign(full_text=items["text"].to_numpy(), text=items["text"].to_numpy()[::-1])
+    for kind in ("tfidf_lr", "boost"):
+        np.testing.assert_allclose(fitted[kind].predict(swapped), fitted[kind].predict(items), rtol=1e-9)
+    reference = fitted["course_bow_lr"]
+    np.testing.assert_allclose(reference.predict(swapped), reference.predict(items)[::-1], rtol=1e-9)
+
+
+def test_a_head_boost_reads_only_the_first_characters(splits: dict[str, pd.DataFrame]) -> None:
+    head = build_model("boost", max_chars=40, n_estimators=50, n_bags=1).fit(splits["train"])
+    items = splits["test"].head(20)[["text"]]
+    padded = items.assign(text=[text[:40] + " plus a tail the head model never reads" for text in items["text"]])
+    np.testing.assert_allclose(head.predict(padded), head.predict(items), rtol=1e-9)
+    whole = build_model("boost", n_estimators=50, n_bags=1).fit(splits["train"])
+    assert not np.allclose(whole.predict(padded), whole.predict(items))
+
+
 def test_unknown_kind_names_the_known_ones() -> None:
     with pytest.raises(ValueError, match="course_bow_lr"):
         build_model("nope")

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pricer.config import PROMPT_ANSWER_PREFIX
-from pricer.data.text import scrub
+from pricer.data.text import FULL_TEXT_CHARS, scrub
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
 _SPACES = re.compile(r"[^\S\n]+")
@@ -118,7 +118,7 @@ def discount(price: float, estimate: float) -> float:
     return (estimate - price) / estimate
 
 
-def deal_text(deal: Deal, max_chars: int = 2000) -> str:
+def deal_text(deal: Deal, max_chars: int = FULL_TEXT_CHARS) -> str:
     """The product text the price models read: title then description, cleaned like the training text."""
     return scrub(f"{deal.title}\n{deal.description}")[:max_chars]
 

@@ -26,6 +26,8 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
+from pricer.baselines.features import texts
+
 log = logging.getLogger(__name__)
 
 WEIGHTS_ARTIFACT = "weights"
@@ -172,7 +174,8 @@ class EnsemblePyfunc(mlflow.pyfunc.PythonModel):
     ) -> np.ndarray:
         from pricer.serving.pyfunc import as_items
 
-        items = as_items(model_input)[["text"]].astype(str).reset_index(drop=True)
+        # Every member gets the whole text, as the agents hand it to them and as the weights were fitted.
+        items = pd.DataFrame({"text": texts(as_items(model_input))})
         estimates = {}
         for member, model in self.members.items():
             try:
@@ -262,19 +265,19 @@ def fit_ensemble(config: Any, agents: Sequence[Any] | None = None) -> EnsembleFi
         val = val.head(settings.max_val_items)
     test, test_digest = test_subset(data_dir, settings.max_test_items)
 
-    val_estimates = {
-        agent.name: agent.estimate(val["text"].astype(str).tolist()).estimates for agent in members
-    }
+    # The agents price a deal's whole text, so the weights are fitted on the items' whole text too
+    # (``full_text``), not on the language models' token-budgeted ``text``.
+    val_estimates = {agent.name: agent.estimate(texts(val)).estimates for agent in members}
     weights = fit_weights(val_estimates, val["price"].to_numpy(dtype=float))
     val_mae = {name: _mae(values, val["price"]) for name, values in val_estimates.items()}
     val_mae["ensemble"] = _mae(weights.combine(val_estimates), val["price"])
 
-    test_texts = test["text"].astype(str).tolist()
-    test_estimates = {agent.name: agent.estimate(test_texts).estimates for agent in members}
-    combined = dict(zip(test_texts, weights.combine(test_estimates), strict=False))
+    test_estimates = {agent.name: agent.estimate(texts(test)).estimates for agent in members}
+    # evaluate_model hands predict the ``text`` column: look the estimates up by it.
+    combined = dict(zip(test["text"].astype(str), weights.combine(test_estimates), strict=False))
 
-    def predict(texts: Sequence[str]) -> list[float]:
-        return [combined.get(text, math.nan) for text in texts]
+    def predict(batch: Sequence[str]) -> list[float]:
+        return [combined.get(text, math.nan) for text in batch]
 
     member_models = {agent.name: settings.members[agent.name] for agent in members}
     with stage_run(

@@ -29,6 +29,7 @@ __all__ = [
     "details_of",
     "log_prices",
     "parse_weight_pounds",
+    "prompt_texts",
     "row_keys",
     "texts",
     "title_groups",
@@ -67,6 +68,14 @@ def _missing(value: Any) -> bool:
 
 
 def texts(items: pd.DataFrame) -> list[str]:
+    """The longest text each item has: the curated ``full_text`` where present, else ``text`` (what a
+    deal or an API caller sends, already up to a full description long)."""
+    return [str(full if full is not None else short or "")
+            for full, short in zip(column(items, "full_text"), column(items, "text"), strict=True)]
+
+
+def prompt_texts(items: pd.DataFrame) -> list[str]:
+    """The ``text`` column alone: the language models' token-budgeted text, as the course's models read."""
     return [str(v) if v is not None else "" for v in column(items, "text")]
 
 

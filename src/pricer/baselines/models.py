@@ -6,9 +6,13 @@ what mean absolute error rewards. Beyond the classic families, the strong ones a
 
 - ``text_ridge``: Ridge on TF-IDF word 1-2-grams plus char_wb 2-5-grams.
 - ``knn``: the similarity-weighted mean log price of the nearest training items in MiniLM space.
-- ``boost``: XGBoost over engineered features, kNN-price features (MiniLM and word TF-IDF neighbours)
-  and the ``text_ridge`` prediction, the last two computed out of fold on the training split.
+- ``boost``: XGBoost over engineered features, word presence, kNN-price features (MiniLM and word
+  TF-IDF neighbours) and the ``text_ridge`` prediction, the last two computed out of fold on the
+  training split.
 - ``stack``: a non-negative linear blend of member models in log space, fitted on the val split only.
+
+The models read the curated ``full_text`` (title, details, features and description up to 2,000
+characters) where a frame has it, else ``text``: see ``features.texts``.
 
 XGBoost runs single-threaded on purpose: with a core busy elsewhere, its OpenMP threads waited on
 each other and two threads fitted 30-80x slower than one on the project's 2-core machines.
@@ -29,7 +33,7 @@ from sklearn.base import BaseEstimator
 from sklearn.decomposition import TruncatedSVD
 from sklearn.ensemble import RandomForestRegressor
 from sklearn.exceptions import NotFittedError
-from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LinearRegression, Ridge
 from sklearn.model_selection import GroupKFold
@@ -368,20 +372,26 @@ class KnnPrice(LogPriceModel):
 
 
 class Boost(LogPriceModel):
-    """XGBoost on engineered features, kNN-price features (MiniLM and word TF-IDF neighbours) and the
-    ``text_ridge`` prediction, averaged over ``n_bags`` seeds.
+    """XGBoost on engineered features, kNN-price features (MiniLM and word TF-IDF neighbours), the
+    ``text_ridge`` prediction and which of the ``n_words`` commonest words the text holds, averaged
+    over ``n_bags`` seeds.
 
     The kNN and ridge inputs of training rows come from ``n_folds`` title-grouped folds, each predicted
     by a fit on the other folds: in-sample they would be near-perfect and the booster would learn to
     copy them, then fail on new items where they are only approximately right. The raw embedding
     dimensions are left out: on the curated data they cost 25x the boosting time for no val gain,
     since the kNN features already carry what the booster could use of them.
+
+    ``max_chars`` makes it read only the head of each text (title and the first details): a weaker
+    model alone, but one whose errors differ enough from the full-text one's that a stack of the two
+    beats either.
     """
 
     kind: ClassVar[str] = "boost"
 
     def __init__(self, n_folds: int = 5, k: int = 30, ridge_alpha: float = 1.0, n_estimators: int = 400,
-                 learning_rate: float = 0.05, max_depth: int = 6, n_bags: int = 3, seed: int = 42) -> None:
+                 learning_rate: float = 0.05, max_depth: int = 6, n_bags: int = 3, seed: int = 42,
+                 n_words: int = 20_000, max_chars: int | None = None) -> None:
         self.n_folds = n_folds
         self.k = k
         self.ridge_alpha = ridge_alpha
@@ -390,8 +400,11 @@ class Boost(LogPriceModel):
         self.max_depth = max_depth
         self.n_bags = n_bags
         self.seed = seed
+        self.n_words = n_words
+        self.max_chars = max_chars
 
     def _fit_log(self, train: pd.DataFrame, y: np.ndarray) -> None:
+        train = self._view(train)
         self.vectorizers_ = TextRidge()
         # Vocabularies and IDF never see a price, so one fit on all of train serves every fold.
         inputs = self._inputs(embed(train), *self.vectorizers_.fit_vectorizers(train))
@@ -402,16 +415,29 @@ class Boost(LogPriceModel):
             out_of_fold[held_rows] = self._learned(learners, inputs.take(held_rows))
         self.learners_ = self._fit_learners(inputs, y)
         self.engineered_ = EngineeredFeatures().fit(train)
-        matrix = np.hstack([self.engineered_.transform(train), out_of_fold])
+        self.words_ = CountVectorizer(binary=True, min_df=5, max_features=self.n_words, dtype=np.float32)
+        self.words_.fit(texts(train))
+        matrix = self._matrix(train, out_of_fold)
         self.boosters_ = [
             _xgb(self.n_estimators, self.learning_rate, self.max_depth, self.seed + bag).fit(matrix, y)
             for bag in range(self.n_bags)
         ]
 
     def predict_log(self, items: pd.DataFrame) -> np.ndarray:
+        items = self._view(items)
         inputs = self._inputs(embed(items), *self.vectorizers_.vectorize(items))
-        matrix = np.hstack([self.engineered_.transform(items), self._learned(self.learners_, inputs)])
+        matrix = self._matrix(items, self._learned(self.learners_, inputs))
         return np.mean([booster.predict(matrix) for booster in self.boosters_], axis=0)
+
+    def _matrix(self, items: pd.DataFrame, learned: np.ndarray) -> csr_matrix:
+        dense = np.hstack([self.engineered_.transform(items), learned])
+        return sparse.hstack([_every_entry_stored(dense), self.words_.transform(texts(items))], format="csr")
+
+    def _view(self, items: pd.DataFrame) -> pd.DataFrame:
+        if self.max_chars is None:
+            return items
+        heads = [text[:self.max_chars] for text in texts(items)]
+        return items.drop(columns="full_text", errors="ignore").assign(text=heads)
 
     @staticmethod
     def _inputs(vectors: np.ndarray, word: csr_matrix, char: csr_matrix) -> _Inputs:
@@ -431,6 +457,14 @@ class Boost(LogPriceModel):
             learners.word_neighbours.transform(inputs.word),
             learners.ridge.predict(inputs.both),
         ])
+
+
+def _every_entry_stored(dense: np.ndarray) -> csr_matrix:
+    """A CSR copy that stores zeros too: XGBoost reads an unstored entry as missing, and a dense
+    feature's 0 must stay a 0 (NaN is what marks it missing)."""
+    rows, cols = dense.shape
+    return csr_matrix((dense.ravel(), np.tile(np.arange(cols), rows), np.arange(0, rows * cols + 1, cols)),
+                      shape=dense.shape)
 
 
 @dataclass(frozen=True)
@@ -453,6 +487,9 @@ class _Learners:
 
 
 MemberSpec = str | Mapping[str, Any] | PriceModel
+# The boost twice, on the whole text and on its head (about the language models' 160-token text):
+# each errs where the other does not, and the blend weights that on val.
+DEFAULT_STACK: tuple[MemberSpec, ...] = ("boost", {"kind": "boost", "max_chars": 350}, "xgboost", "embed_svr")
 
 
 class Stack(LogPriceModel):
@@ -467,7 +504,7 @@ class Stack(LogPriceModel):
 
     kind: ClassVar[str] = "stack"
 
-    def __init__(self, members: Sequence[MemberSpec] = ("boost", "xgboost", "embed_svr")) -> None:
+    def __init__(self, members: Sequence[MemberSpec] = DEFAULT_STACK) -> None:
         self.members = members
 
     def fit(self, train: pd.DataFrame, val: pd.DataFrame | None = None) -> Self:

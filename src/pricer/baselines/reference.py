@@ -25,7 +25,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 from sklearn.svm import LinearSVR
 
-from pricer.baselines.features import column, details_of, texts
+from pricer.baselines.features import column, details_of, prompt_texts
 from pricer.baselines.models import PriceModel
 
 __all__ = [
@@ -76,7 +76,7 @@ class CourseFeatures(TransformerMixin, BaseEstimator):
 
     def transform(self, items: pd.DataFrame) -> np.ndarray:
         rows = []
-        for text, details, brand in zip(texts(items), details_of(items), column(items, "brand"), strict=True):
+        for text, details, brand in zip(prompt_texts(items), details_of(items), column(items, "brand"), strict=True):
             weight = course_weight_pounds(details.get("Item Weight"))
             rank = _course_rank(details)
             brand_name = str(details.get("Brand") or brand or "").lower()
@@ -126,7 +126,7 @@ class Word2VecDocuments(TransformerMixin, BaseEstimator):
         return out
 
 
-_TEXTS = FunctionTransformer(texts)
+_TEXTS = FunctionTransformer(prompt_texts)
 
 
 class _CourseModel(PriceModel):

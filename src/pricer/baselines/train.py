@@ -23,7 +23,7 @@ from pricer.baselines.models import PriceModel, Stack, build_model
 from pricer.config import ModelSpec
 from pricer.evaluation.harness import evaluate_model
 from pricer.evaluation.metrics import compute_metrics
-from pricer.serving.pyfunc import as_items, log_price_model
+from pricer.serving.pyfunc import log_price_model, model_inputs
 from pricer.tracking.registry import PromotionDecision, promote_if_better, register_candidate
 from pricer.tracking.runs import file_digest
 
@@ -103,7 +103,7 @@ def champion_rescorer(test: pd.DataFrame):
 
     def rescore(model_uri: str) -> float:
         model = mlflow.pyfunc.load_model(model_uri)
-        estimates = model.predict(as_items(test[["text", "category", "details"]]))
+        estimates = model.predict(model_inputs(test))
         return float(compute_metrics(test["price"].tolist(), list(np.asarray(estimates, dtype=float)))["mae"])
 
     return rescore

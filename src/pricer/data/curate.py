@@ -26,7 +26,7 @@ from pricer.config import BalanceConfig, CurateConfig, JsonlSourceConfig
 from pricer.data.records import Product, Reason, Rejection, decode_line, has_broken_encoding, parse_record
 from pricer.data.sources import RawRecord, read_source
 from pricer.data.split import SPLITS, assign_split, item_id, unit_hash
-from pricer.data.text import completion, product_text, test_prompt
+from pricer.data.text import FULL_TEXT_CHARS, completion, product_text, test_prompt
 from pricer.llm.tokenizer import load_tokenizer, truncate_to_tokens
 from pricer.tracking.runs import file_digest
 
@@ -40,6 +40,7 @@ SCHEMA = pa.schema(
         ("brand", pa.string()),
         ("price", pa.float64()),
         ("text", pa.string()),
+        ("full_text", pa.string()),
         ("prompt", pa.string()),
         ("completion", pa.string()),
         ("token_count", pa.int32()),
@@ -185,6 +186,7 @@ class Curator:
                     "brand": product.brand,
                     "price": product.price,
                     "text": text,
+                    "full_text": product_text(product, FULL_TEXT_CHARS),
                     "prompt": test_prompt(text),
                     "completion": completion(product.price),
                     "token_count": count,

@@ -11,6 +11,11 @@ from typing import Any
 from pricer.config import PROMPT_ANSWER_PREFIX, PROMPT_QUESTION
 from pricer.data.records import Product
 
+# The most text a price model reads: a deal's cap too, so training and serving see alike lengths.
+# The curated ``text`` is cut far shorter, to the language models' token budget; ``full_text`` keeps
+# the description that budget drops, which the traditional models price better with.
+FULL_TEXT_CHARS = 2000
+
 # Details that say nothing about the price but cost tokens (or leak source-specific ids).
 _SKIPPED_DETAILS = frozenset(
     {

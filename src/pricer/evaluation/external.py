@@ -11,7 +11,7 @@ from pricer.config import CurateConfig
 from pricer.data.curate import clean_file
 from pricer.evaluation.harness import predict_prices
 from pricer.evaluation.metrics import compute_metrics
-from pricer.serving.pyfunc import as_items
+from pricer.serving.pyfunc import as_items, model_inputs
 
 
 def model_uri(reference: str) -> str:
@@ -29,7 +29,7 @@ def score_file(reference: str, path: Path, config: CurateConfig) -> dict[str, An
     if items.empty:
         raise ValueError(f"{path}: no usable items ({report['rejected_by_reason']})")
     model = mlflow.pyfunc.load_model(model_uri(reference))
-    estimates = predict_prices(lambda batch: model.predict(as_items(batch)), items[["text", "category", "details"]],
+    estimates = predict_prices(lambda batch: model.predict(as_items(batch)), model_inputs(items),
                                desc=f"price {path.name}")
     metrics = compute_metrics(items["price"].tolist(), estimates)
     return {

@@ -1,6 +1,6 @@
 """Price models as MLflow pyfunc models: what the registry holds and every consumer loads.
 
-The input is raw item text: a DataFrame with a ``text`` column (``category`` and
+The input is raw item text: a DataFrame with a ``text`` column (``full_text``, ``category`` and
 ``details`` optional), a list of strings, or one string. The output is one price in USD
 per item.
 """
@@ -22,6 +22,7 @@ from mlflow.types import ColSpec, Schema
 INPUT_SCHEMA = Schema(
     [
         ColSpec("string", "text"),
+        ColSpec("string", "full_text", required=False),
         ColSpec("string", "category", required=False),
         ColSpec("string", "details", required=False),
     ]
@@ -42,6 +43,12 @@ def as_items(model_input: Any) -> pd.DataFrame:
     return model_input
 
 
+def model_inputs(items: pd.DataFrame) -> pd.DataFrame:
+    """The columns of ``items`` that a price model reads (its signature's): a caller that picked
+    ``text`` alone would hide the curated ``full_text`` and ``details`` from it."""
+    return items[[column for column in INPUT_SCHEMA.input_names() if column in items.columns]]
+
+
 class PriceModelPyfunc(mlflow.pyfunc.PythonModel):
     """Loads the fitted estimator from its artifact, so the pickle here holds no weights."""
 
@@ -55,7 +62,6 @@ class PriceModelPyfunc(mlflow.pyfunc.PythonModel):
 
 def log_price_model(estimator: Any, example: pd.DataFrame, name: str = "model") -> ModelInfo:
     """Log a fitted price model with its signature and an input example, in the active run."""
-    columns = [column for column in ("text", "category", "details") if column in example.columns]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "estimator.joblib"
         joblib.dump(estimator, path)
@@ -64,5 +70,5 @@ def log_price_model(estimator: Any, example: pd.DataFrame, name: str = "model") 
             python_model=PriceModelPyfunc(),
             artifacts={"estimator": str(path)},
             signature=SIGNATURE,
-            input_example=example[columns].head(2).reset_index(drop=True),
+            input_example=model_inputs(example).head(2).reset_index(drop=True),
         )
