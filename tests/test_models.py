@@ -156,7 +156,7 @@ def test_models_read_full_text_where_an_item_has_it_and_the_course_references_do
 
 
 def test_a_head_boost_reads_only_the_first_characters(splits: dict[str, pd.DataFrame]) -> None:
-    head = build_model("boost", max_chars=40, n_estimators=50, n_bags=1).fit(splits["train"])
+    head = build_model("boost", max_chars=40, n_words=0, n_estimators=50, n_bags=1).fit(splits["train"])
     items = splits["test"].head(20)[["text"]]
     padded = items.assign(text=[text[:40] + " plus a tail the head model never reads" for text in items["text"]])
     np.testing.assert_allclose(head.predict(padded), head.predict(items), rtol=1e-9)

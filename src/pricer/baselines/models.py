@@ -382,9 +382,9 @@ class Boost(LogPriceModel):
     dimensions are left out: on the curated data they cost 25x the boosting time for no val gain,
     since the kNN features already carry what the booster could use of them.
 
-    ``max_chars`` makes it read only the head of each text (title and the first details): a weaker
-    model alone, but one whose errors differ enough from the full-text one's that a stack of the two
-    beats either.
+    ``n_words=0`` leaves the word columns out. ``max_chars`` makes it read only the head of each text
+    (title and the first details): a weaker model alone, but one whose errors differ enough from the
+    whole-text one's that a stack of the two beats either.
     """
 
     kind: ClassVar[str] = "boost"
@@ -415,8 +415,8 @@ class Boost(LogPriceModel):
             out_of_fold[held_rows] = self._learned(learners, inputs.take(held_rows))
         self.learners_ = self._fit_learners(inputs, y)
         self.engineered_ = EngineeredFeatures().fit(train)
-        self.words_ = CountVectorizer(binary=True, min_df=5, max_features=self.n_words, dtype=np.float32)
-        self.words_.fit(texts(train))
+        self.words_ = (CountVectorizer(binary=True, min_df=5, max_features=self.n_words, dtype=np.float32)
+                       .fit(texts(train)) if self.n_words else None)
         matrix = self._matrix(train, out_of_fold)
         self.boosters_ = [
             _xgb(self.n_estimators, self.learning_rate, self.max_depth, self.seed + bag).fit(matrix, y)
@@ -430,8 +430,9 @@ class Boost(LogPriceModel):
         return np.mean([booster.predict(matrix) for booster in self.boosters_], axis=0)
 
     def _matrix(self, items: pd.DataFrame, learned: np.ndarray) -> csr_matrix:
-        dense = np.hstack([self.engineered_.transform(items), learned])
-        return sparse.hstack([_every_entry_stored(dense), self.words_.transform(texts(items))], format="csr")
+        dense = _every_entry_stored(np.hstack([self.engineered_.transform(items), learned]))
+        return dense if self.words_ is None else sparse.hstack([dense, self.words_.transform(texts(items))],
+                                                               format="csr")
 
     def _view(self, items: pd.DataFrame) -> pd.DataFrame:
         if self.max_chars is None:
@@ -487,9 +488,11 @@ class _Learners:
 
 
 MemberSpec = str | Mapping[str, Any] | PriceModel
-# The boost twice, on the whole text and on its head (about the language models' 160-token text):
-# each errs where the other does not, and the blend weights that on val.
-DEFAULT_STACK: tuple[MemberSpec, ...] = ("boost", {"kind": "boost", "max_chars": 350}, "xgboost", "embed_svr")
+# The boost twice: on the whole text, and on its head (about the language models' 160-token text)
+# without word columns. Each errs where the other does not, and the blend weights that on val.
+DEFAULT_STACK: tuple[MemberSpec, ...] = (
+    "boost", {"kind": "boost", "max_chars": 350, "n_words": 0}, "xgboost", "embed_svr",
+)
 
 
 class Stack(LogPriceModel):
