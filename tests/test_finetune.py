@@ -294,6 +294,14 @@ def test_run_finetune_registers_specialist_and_champion_prices_a_text(
     text = "Acme 55-inch 4K smart TV with HDR and three HDMI ports"
     price = champion.predict(pd.DataFrame({"text": [text]}))
     assert len(price) == 1 and math.isfinite(float(price[0]))
+    # A deal's whole description is cut to the token budget the adapter was trained on.
+    from pricer.llm.pyfunc import prompts_from
+
+    specialist = champion.unwrap_python_model()
+    long_text = text + ". " + "Bright colours, deep blacks and a slim bezel for any living room. " * 200
+    prompt = prompts_from(pd.DataFrame({"text": [long_text]}), specialist.shorten)[0]
+    assert prompts_from([text], specialist.shorten)[0].endswith(f"{text}\n\nPrice is $")
+    assert long_text.startswith(prompt.split("\n\n")[1]) and len(prompt) < len(long_text) / 4
 
     # A second run on the same test split with the same adapter is not promoted over itself.
     again = run_finetune(Path("configs/tiny.yaml"), data_dir=curated, root=tmp_path)

@@ -7,8 +7,8 @@ so a registry version costs megabytes, not the gigabytes of a merged model. The 
 identity is also in the MLflow model's ``metadata`` (and in the run's params), so a reviewer
 sees what a version needs without opening it.
 
-Input: a DataFrame with a ``text`` column (the product text; the training prompt is built from
-it, "How much does this cost to the nearest dollar?\n\n{text}\n\nPrice is $") and optionally a
+Input: a DataFrame with a ``text`` column (the product text, cut to the curation's token budget;
+the training prompt is built from it, "How much does this cost to the nearest dollar?\n\n{text}\n\nPrice is $") and optionally a
 ``prompt`` column (used as is when present), a list of texts, or one text. Output: one price per
 row, NaN where the model's answer had no number.
 """
@@ -16,6 +16,7 @@ row, NaN where the model's answer had no number.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,9 @@ from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
 from mlflow.types import ColSpec, Schema
 
+from pricer.config import CurateConfig
 from pricer.llm.inference import build_prompt, make_predictor
+from pricer.llm.tokenizer import truncate_to_tokens
 from pricer.serving.pyfunc import as_items
 
 ADAPTER_ARTIFACT = "adapter"
@@ -38,11 +41,12 @@ SIGNATURE = ModelSignature(
 )
 
 
-def prompts_from(model_input: Any) -> list[str]:
-    """Whatever a caller hands in -> the prompts the model was trained on."""
+def prompts_from(model_input: Any, shorten: Callable[[list[str]], list[str]] | None = None) -> list[str]:
+    """Whatever a caller hands in -> the prompts the model was trained on, texts cut by ``shorten``."""
     if isinstance(model_input, pd.DataFrame) and "prompt" in model_input.columns and model_input["prompt"].notna().all():
         return model_input["prompt"].astype(str).tolist()
-    return [build_prompt(str(text)) for text in as_items(model_input)["text"].tolist()]
+    texts = [str(text) for text in as_items(model_input)["text"].tolist()]
+    return [build_prompt(text) for text in (shorten(texts) if shorten else texts)]
 
 
 class SpecialistPyfunc(mlflow.pyfunc.PythonModel):
@@ -55,6 +59,9 @@ class SpecialistPyfunc(mlflow.pyfunc.PythonModel):
         _, _, raw = read_base_spec(adapter_dir)
         inference = raw.get("inference") or {}
         model, tokenizer = load_adapter_model(adapter_dir)
+        # A deal's text runs far past the token budget the adapter was trained on: cut it as curation did.
+        budget = int(inference.get("max_text_tokens", CurateConfig.model_fields["max_tokens"].default))
+        self.shorten = lambda texts: truncate_to_tokens(tokenizer, texts, budget)[0]
         self.predictor = make_predictor(
             model,
             tokenizer,
@@ -65,7 +72,7 @@ class SpecialistPyfunc(mlflow.pyfunc.PythonModel):
 
     # No type hints on predict: MLflow would try to derive a schema from them (the signature is explicit).
     def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
-        answers = self.predictor(prompts_from(model_input))
+        answers = self.predictor(prompts_from(model_input, self.shorten))
         return np.asarray([np.nan if value is None else float(value) for value in answers], dtype=float)
 
 
