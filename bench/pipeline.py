@@ -7,8 +7,9 @@ Runs ``flows.pipeline.pipeline_flow`` three times in a fresh git + DVC workspace
 store; Prefect's API is whatever ``PREFECT_API_URL`` names, else a temporary local server): from
 nothing, again with nothing changed (target: under 10% of the full run), and after changing one
 parameter of the fine-tuning config (only the finetune stage should run again, and the ensemble
-after it only if the new specialist became champion: the ensemble reads champions). For each run it prints the wall time and the stage runs MLflow recorded under
-that pipeline run, which is what actually ran.
+after it only if the new specialist became champion: the ensemble reads champions). For each run it
+prints the wall time and the stage runs MLflow recorded under that pipeline run, which is what
+actually ran.
 """
 
 from __future__ import annotations

@@ -121,6 +121,10 @@ class SplitConfig(StrictModel):
         return self
 
 
+# The curated text's token budget: what the language models train on and are prompted with.
+DEFAULT_MAX_TEXT_TOKENS = 160
+
+
 class CurateConfig(StrictModel):
     source: SourceConfig = Field(default_factory=DemoSourceConfig)
     tokenizer: TokenizerConfig = Field(default_factory=BuiltinTokenizerConfig)
@@ -128,7 +132,7 @@ class CurateConfig(StrictModel):
     max_price: float = Field(999.49, gt=0)
     min_chars: int = Field(60, ge=0)
     max_raw_chars: int = Field(200_000, gt=0)
-    max_tokens: int = Field(160, gt=8)
+    max_tokens: int = Field(DEFAULT_MAX_TEXT_TOKENS, gt=8)
     balance: BalanceConfig = Field(default_factory=BalanceConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     output_dir: Path = Path("data/curated")

@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from pricer.config import StrictModel, load_config
+from pricer.config import DEFAULT_MAX_TEXT_TOKENS, StrictModel, load_config
 
 DEFAULT_REGISTERED_NAME = "pricer-specialist"
 
@@ -121,6 +121,8 @@ class InferenceSettings(StrictModel):
     method: Literal["generate", "expected"] = "generate"  # greedy decoding, or the one-pass estimator
     batch_size: int = Field(16, gt=0)
     max_new_tokens: int = Field(6, gt=0)
+    # A text to price is cut to this many tokens, the budget the training texts had (curate.max_tokens).
+    max_text_tokens: int = Field(DEFAULT_MAX_TEXT_TOKENS, gt=0)
 
 
 class WandbSettings(StrictModel):

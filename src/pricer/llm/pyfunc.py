@@ -7,10 +7,11 @@ so a registry version costs megabytes, not the gigabytes of a merged model. The 
 identity is also in the MLflow model's ``metadata`` (and in the run's params), so a reviewer
 sees what a version needs without opening it.
 
-Input: a DataFrame with a ``text`` column (the product text, cut to the curation's token budget;
-the training prompt is built from it, "How much does this cost to the nearest dollar?\n\n{text}\n\nPrice is $") and optionally a
-``prompt`` column (used as is when present), a list of texts, or one text. Output: one price per
-row, NaN where the model's answer had no number.
+Input: a DataFrame with a ``text`` column (the product text, cut to ``inference.max_text_tokens``,
+the curation's token budget; the training prompt is built from it, "How much does this cost to the
+nearest dollar?\n\n{text}\n\nPrice is $") and optionally a ``prompt`` column (used as is when
+present), a list of texts, or one text. Output: one price per row, NaN where the model's answer had
+no number.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
 from mlflow.types import ColSpec, Schema
 
-from pricer.config import CurateConfig
+from pricer.config import DEFAULT_MAX_TEXT_TOKENS
 from pricer.llm.inference import build_prompt, make_predictor
 from pricer.llm.tokenizer import truncate_to_tokens
 from pricer.serving.pyfunc import as_items
@@ -60,7 +61,8 @@ class SpecialistPyfunc(mlflow.pyfunc.PythonModel):
         inference = raw.get("inference") or {}
         model, tokenizer = load_adapter_model(adapter_dir)
         # A deal's text runs far past the token budget the adapter was trained on: cut it as curation did.
-        budget = int(inference.get("max_text_tokens", CurateConfig.model_fields["max_tokens"].default))
+        # An adapter saved before the setting existed does not say: assume the default budget.
+        budget = int(inference.get("max_text_tokens", DEFAULT_MAX_TEXT_TOKENS))
         self.shorten = lambda texts: truncate_to_tokens(tokenizer, texts, budget)[0]
         self.predictor = make_predictor(
             model,
