@@ -164,6 +164,19 @@ def test_a_head_boost_reads_only_the_first_characters(splits: dict[str, pd.DataF
     assert not np.allclose(whole.predict(padded), whole.predict(items))
 
 
+def test_a_boost_without_embeddings_never_embeds(
+    splits: dict[str, pd.DataFrame], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_embedding(items: pd.DataFrame) -> np.ndarray:
+        raise AssertionError("embedded")
+
+    monkeypatch.setattr("pricer.baselines.models.embed", no_embedding)
+    boost = build_model("boost", embeddings=False, n_estimators=50, n_bags=1).fit(splits["train"])
+    assert _mae(boost, splits["test"]) < 0.7 * _mae(MeanPrice().fit(splits["train"]), splits["test"])
+    with pytest.raises(AssertionError, match="embedded"):
+        build_model("boost", n_estimators=50, n_bags=1).fit(splits["train"])
+
+
 def test_unknown_kind_names_the_known_ones() -> None:
     with pytest.raises(ValueError, match="course_bow_lr"):
         build_model("nope")

@@ -382,16 +382,16 @@ class Boost(LogPriceModel):
     dimensions are left out: on the curated data they cost 25x the boosting time for no val gain,
     since the kNN features already carry what the booster could use of them.
 
-    ``n_words=0`` leaves the word columns out. ``max_chars`` makes it read only the head of each text
-    (title and the first details): a weaker model alone, but one whose errors differ enough from the
-    whole-text one's that a stack of the two beats either.
+    ``n_words=0`` leaves the word columns out, ``embeddings=False`` the MiniLM neighbours. ``max_chars``
+    makes it read only the head of each text (title and the first details): a weaker model alone, but
+    one whose errors differ enough from the whole-text one's that a stack of them beats either.
     """
 
     kind: ClassVar[str] = "boost"
 
     def __init__(self, n_folds: int = 5, k: int = 30, ridge_alpha: float = 1.0, n_estimators: int = 400,
                  learning_rate: float = 0.05, max_depth: int = 6, n_bags: int = 3, seed: int = 42,
-                 n_words: int = 20_000, max_chars: int | None = None) -> None:
+                 n_words: int = 20_000, max_chars: int | None = None, embeddings: bool = True) -> None:
         self.n_folds = n_folds
         self.k = k
         self.ridge_alpha = ridge_alpha
@@ -402,15 +402,17 @@ class Boost(LogPriceModel):
         self.seed = seed
         self.n_words = n_words
         self.max_chars = max_chars
+        self.embeddings = embeddings
 
     def _fit_log(self, train: pd.DataFrame, y: np.ndarray) -> None:
         train = self._view(train)
         self.vectorizers_ = TextRidge()
         # Vocabularies and IDF never see a price, so one fit on all of train serves every fold.
-        inputs = self._inputs(embed(train), *self.vectorizers_.fit_vectorizers(train))
-        out_of_fold = np.empty((len(train), 2 * NearestPrices.n_features + 1))
+        inputs = self._inputs(train, *self.vectorizers_.fit_vectorizers(train))
+        n_neighbour_sets = 2 if self.embeddings else 1
+        out_of_fold = np.empty((len(train), n_neighbour_sets * NearestPrices.n_features + 1))
         folds = GroupKFold(n_splits=self.n_folds, shuffle=True, random_state=self.seed)
-        for fit_rows, held_rows in folds.split(inputs.vectors, y, groups=title_groups(train)):
+        for fit_rows, held_rows in folds.split(inputs.word, y, groups=title_groups(train)):
             learners = self._fit_learners(inputs.take(fit_rows), y[fit_rows])
             out_of_fold[held_rows] = self._learned(learners, inputs.take(held_rows))
         self.learners_ = self._fit_learners(inputs, y)
@@ -425,7 +427,7 @@ class Boost(LogPriceModel):
 
     def predict_log(self, items: pd.DataFrame) -> np.ndarray:
         items = self._view(items)
-        inputs = self._inputs(embed(items), *self.vectorizers_.vectorize(items))
+        inputs = self._inputs(items, *self.vectorizers_.vectorize(items))
         matrix = self._matrix(items, self._learned(self.learners_, inputs))
         return np.mean([booster.predict(matrix) for booster in self.boosters_], axis=0)
 
@@ -440,21 +442,22 @@ class Boost(LogPriceModel):
         heads = [text[:self.max_chars] for text in texts(items)]
         return items.drop(columns="full_text", errors="ignore").assign(text=heads)
 
-    @staticmethod
-    def _inputs(vectors: np.ndarray, word: csr_matrix, char: csr_matrix) -> _Inputs:
-        return _Inputs(vectors, word, joined(word, char))
+    def _inputs(self, items: pd.DataFrame, word: csr_matrix, char: csr_matrix) -> _Inputs:
+        return _Inputs(embed(items) if self.embeddings else None, word, joined(word, char))
 
     def _fit_learners(self, inputs: _Inputs, y: np.ndarray) -> _Learners:
         return _Learners(
-            NearestPrices(self.k).fit(inputs.vectors, y),
+            NearestPrices(self.k).fit(inputs.vectors, y) if inputs.vectors is not None else None,
             NearestPrices(self.k).fit(inputs.word, y),
             Ridge(alpha=self.ridge_alpha).fit(inputs.both, y),
         )
 
     @staticmethod
     def _learned(learners: _Learners, inputs: _Inputs) -> np.ndarray:
+        embedding_neighbours = ([learners.embedding_neighbours.transform(inputs.vectors)]
+                                if learners.embedding_neighbours is not None else [])
         return np.column_stack([
-            learners.embedding_neighbours.transform(inputs.vectors),
+            *embedding_neighbours,
             learners.word_neighbours.transform(inputs.word),
             learners.ridge.predict(inputs.both),
         ])
@@ -470,28 +473,34 @@ def _every_entry_stored(dense: np.ndarray) -> csr_matrix:
 
 @dataclass(frozen=True)
 class _Inputs:
-    """One set of rows as the boost's learners read them: MiniLM vectors, word TF-IDF, word+char TF-IDF."""
+    """One set of rows as the boost's learners read them: MiniLM vectors (None when the boost leaves them
+    out), word TF-IDF, word+char TF-IDF."""
 
-    vectors: np.ndarray
+    vectors: np.ndarray | None
     word: csr_matrix
     both: csr_matrix
 
     def take(self, rows: np.ndarray) -> _Inputs:
-        return _Inputs(self.vectors[rows], self.word[rows], self.both[rows])
+        return _Inputs(self.vectors[rows] if self.vectors is not None else None, self.word[rows], self.both[rows])
 
 
 @dataclass(frozen=True)
 class _Learners:
-    embedding_neighbours: NearestPrices
+    embedding_neighbours: NearestPrices | None
     word_neighbours: NearestPrices
     ridge: Ridge
 
 
 MemberSpec = str | Mapping[str, Any] | PriceModel
-# The boost twice: on the whole text, and on its head (about the language models' 160-token text)
-# without word columns. Each errs where the other does not, and the blend weights that on val.
+# The boost on three views of a product: its whole text, its head (about the language models'
+# 160-token text) and about its title. Each errs where the others do not, and the blend weights that
+# on val. The two short views leave out the word columns and the MiniLM neighbours: embedding every
+# head cost more than the whole boost's fit, for no val gain.
 DEFAULT_STACK: tuple[MemberSpec, ...] = (
-    "boost", {"kind": "boost", "max_chars": 350, "n_words": 0}, "xgboost", "embed_svr",
+    "boost",
+    {"kind": "boost", "max_chars": 350, "n_words": 0, "embeddings": False},
+    {"kind": "boost", "max_chars": 120, "n_words": 0, "embeddings": False},
+    "xgboost", "embed_svr",
 )
 
 
