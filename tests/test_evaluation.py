@@ -314,3 +314,31 @@ def test_prefect_table_artifact_inside_a_flow(tmp_path: Path) -> None:
     assert [artifact.type for artifact in artifacts] == ["table"]
     rows = json.loads(artifacts[0].data)
     assert {row["metric"]: row["value"] for row in rows}["n"] == metrics["n"] == N_ITEMS
+
+
+@pytest.mark.slow
+def test_metrics_inside_a_logging_flow_log_the_flows_prints_and_no_bytecode(prefect_server: None) -> None:
+    from prefect import flow, task
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogWorker
+
+    @task
+    def score() -> dict[str, float | int]:
+        print("scoring three items")
+        return compute_metrics([10.0, 20.0, 30.0], [12.0, 18.0, 33.0])
+
+    @flow(log_prints=True)
+    def scoring_flow() -> dict[str, float | int]:
+        return score()
+
+    state = scoring_flow(return_state=True)
+    assert state.result()["n"] == 3
+    APILogWorker.drain_all(timeout=30)
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter(
+            flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+    messages = [log.message for log in logs]
+    assert "scoring three items" in messages
+    # dill, under evaluate, prints a disassembly into a captured stdout to find a function's globals.
+    assert not [message for message in messages if "LOAD_" in message or "RESUME" in message]

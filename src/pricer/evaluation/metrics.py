@@ -11,7 +11,8 @@ import importlib
 import math
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
@@ -82,5 +83,22 @@ def compute_metrics(y_true: Sequence[float], y_pred: Sequence[float | None]) -> 
     # Arrow takes None as a missing float; a string or inf from a sloppy model would fail the encoding.
     predictions = [None if math.isnan(estimate) else estimate for estimate in map(to_estimate, y_pred)]
     references = [float(price) for price in y_true]
-    with _compute_lock:
+    with _compute_lock, _prints_kept_out_of_run_logs():
         return _shared_metric().compute(predictions=predictions, references=references)
+
+
+@contextmanager
+def _prints_kept_out_of_run_logs() -> Iterator[None]:
+    """Inside a Prefect run with ``log_prints``, turn it off for this block.
+
+    ``evaluate`` fingerprints its buffer with ``datasets``' dill pickler, and dill finds a function's
+    globals by printing its disassembly into a captured stdout. Prefect's print patch sends such
+    prints to the run log instead: about fifteen lines of pyarrow bytecode at INFO in the main job.
+    """
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    with ExitStack() as contexts:
+        for context in (FlowRunContext.get(), TaskRunContext.get()):
+            if context is not None and context.log_prints:
+                contexts.enter_context(context.model_copy(update={"log_prints": False}))
+        yield
