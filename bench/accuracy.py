@@ -31,7 +31,7 @@ ENSEMBLES = ("stack",)
 
 
 def curated_splits(data: Path, workdir: Path) -> dict[str, pd.DataFrame]:
-    from pricer.config import CurateConfig, JsonlSourceConfig
+    from pricer.data.config import CurateConfig, JsonlSourceConfig
     from pricer.data.curate import curate
 
     report = curate(CurateConfig(source=JsonlSourceConfig(paths=[data])), workdir)
@@ -44,27 +44,27 @@ def score(kind: str, splits: dict[str, pd.DataFrame], extra: pd.DataFrame | None
           fitted: dict[str, object]) -> dict:
     """Fit ``kind`` on train (val for the stack's weights) and score it on test; the stack blends the
     members this run already fitted, so its fit time is the blend's plus that of any member it had to fit."""
-    from pricer.baselines.models import Stack, build_model
-    from pricer.evaluation.harness import evaluate_model
+    from pricer.models.specs import model_spec
+    from pricer.models.stack import Stack
+    from pricer.stages.harness import evaluate_model
 
-    model = build_model(kind)
+    model = model_spec(kind).build()
     if isinstance(model, Stack):
-        model = model.reusing(fitted)
+        model = model.reusing(list(fitted.values()))
     started = time.perf_counter()
     model.fit(splits["train"], splits["val"])
     fit_seconds = time.perf_counter() - started
     fitted[kind] = model
     started = time.perf_counter()
-    result = evaluate_model(kind, model.predict, splits["test"], text_column=None, reports_dir=reports)
+    result = evaluate_model(kind, model.predict, splits["test"], reports_dir=reports)
     row = {"model": kind, **{k: result.metrics[k] for k in ("mae", "rmsle", "hit_rate")},
            "fit_s": fit_seconds, "items_per_s": len(splits["test"]) / (time.perf_counter() - started)}
     # A caller may send only the short, token-budgeted ``text`` (no ``full_text``): how much that costs.
     short = splits["test"].drop(columns="full_text")
-    row["text_only_mae"] = evaluate_model(f"{kind}-text-only", model.predict, short, text_column=None,
+    row["text_only_mae"] = evaluate_model(f"{kind}-text-only", model.predict, short,
                                           reports_dir=reports).metrics["mae"]
     if extra is not None:
-        row["ood_mae"] = evaluate_model(f"{kind}-ood", model.predict, extra, text_column=None,
-                                        reports_dir=reports).metrics["mae"]
+        row["ood_mae"] = evaluate_model(f"{kind}-ood", model.predict, extra, reports_dir=reports).metrics["mae"]
     return row
 
 
@@ -79,7 +79,7 @@ def main() -> None:
         if not path.exists():
             sys.exit(f"{path} not found (the real data lives in ../shared/data)")
 
-    from pricer.config import CurateConfig
+    from pricer.data.config import CurateConfig
     from pricer.data.curate import clean_file
 
     with tempfile.TemporaryDirectory() as tmp:

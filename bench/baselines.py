@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from pricer.baselines.models import build_model
-from pricer.config import BaselinesConfig, CurateConfig, DemoSourceConfig, JsonlSourceConfig
+from pricer.data.config import CurateConfig, DemoSourceConfig, JsonlSourceConfig
 from pricer.data.curate import curate
-from pricer.evaluation.harness import evaluate_model
+from pricer.stages.harness import evaluate_model
+from pricer.stages.params import BaselinesConfig
 
 
 def main() -> None:
@@ -34,15 +34,14 @@ def main() -> None:
         curate(CurateConfig(source=source), Path(tmp))
         splits = {s: pd.read_parquet(Path(tmp) / "data" / "curated" / f"{s}.parquet") for s in ("train", "val", "test")}
         for spec in BaselinesConfig().models:
-            model = build_model(spec.kind, **spec.params)
+            model = spec.build()
             started = time.perf_counter()
             model.fit(splits["train"], splits["val"])
             fit_s = time.perf_counter() - started
             started = time.perf_counter()
             model.predict(splits["test"])
             predict_s = time.perf_counter() - started
-            metrics = evaluate_model(spec.label, model.predict, splits["test"], text_column=None,
-                                     reports_dir=Path(tmp) / "reports").metrics
+            metrics = evaluate_model(spec.label, model.predict, splits["test"], reports_dir=Path(tmp) / "reports").metrics
             rows.append({"model": spec.label, "fit_s": fit_s, "fit_items_per_s": len(splits["train"]) / fit_s,
                          "predict_items_per_s": len(splits["test"]) / predict_s,
                          **{k: metrics[k] for k in ("mae", "rmsle", "hit_rate", "r2")}})

@@ -20,9 +20,9 @@ from pathlib import Path
 
 
 def one_run(n: int, data: Path | None) -> None:
-    from pricer.config import CurateConfig, DemoSourceConfig, JsonlSourceConfig
+    from pricer.data.config import CurateConfig, DemoSourceConfig, JsonlSourceConfig
     from pricer.data.curate import curate
-    from pricer.llm.tokenizer import load_tokenizer
+    from pricer.data.tokenizer import load_tokenizer
 
     source = JsonlSourceConfig(paths=[data], limit=n) if data else DemoSourceConfig(n_items=n)
     with tempfile.TemporaryDirectory() as tmp:

@@ -10,9 +10,9 @@ from curated test items, every other one priced at half its real price), the web
 and (unless ``--no-frontier``) the fake OpenAI endpoint (tests/fake_openai.py) answering after
 ``--latency`` seconds. By default a fresh MLflow store in a temp folder holds a TF-IDF ridge
 regressor trained on the demo catalog as ``pricer-regressor``; with ``--tracking-uri`` the
-champions already registered there are used (e.g. the specialist adapter on CPU). The
-frontier agent retrieves neighbours from a Chroma store of the training split when
-``pricer.embeddings`` is available (the store is built before timing starts).
+champions already registered there are used (e.g. the specialist adapter on CPU). The fake
+frontier endpoint is registered as ``pricer-frontier`` with its own retrieval index of the training
+split (``--k`` neighbours per prompt), built before timing starts.
 
 The first cycle pays the models' load time; ``--cycles 2`` adds a second cycle over fresh deals
 (models loaded, vector store synced) to show the steady state.
@@ -34,7 +34,7 @@ sys.path[:0] = [str(REPO / "src"), str(REPO / "tests"), str(REPO)]
 
 
 def demo_data(root: Path, n_items: int) -> Path:
-    from pricer.config import CurateConfig, DemoSourceConfig
+    from pricer.data.config import CurateConfig, DemoSourceConfig
     from pricer.data.curate import curate
 
     curate(CurateConfig(source=DemoSourceConfig(n_items=n_items)), root=root)
@@ -101,7 +101,7 @@ def main() -> None:
     (tmp / "mlruns").mkdir(exist_ok=True)
     if args.tracking_uri is None:
         started = time.perf_counter()
-        register_champion(fit_text_regressor(train), train.head(2), "pricer-regressor", mae=0.0)
+        register_champion(fit_text_regressor(train), "pricer-regressor", mae=0.0)
         print(
             f"registered a TF-IDF ridge regressor in {time.perf_counter() - started:.1f} s", file=sys.stderr
         )
@@ -109,7 +109,7 @@ def main() -> None:
     if args.specialist is not None:
         import yaml
 
-        from pricer.llm.stage import run_finetune
+        from pricer.stages.specialist import run_finetune
 
         raw = yaml.safe_load(args.specialist.read_text())
         raw.setdefault("training", {})["max_steps"] = args.specialist_steps
@@ -125,43 +125,35 @@ def main() -> None:
         )
 
     fake = None
-    frontier: dict = {"config": None}
     store_note = "no frontier agent"
     if not args.no_frontier:
+        import mlflow
+
         from fake_openai import FakeOpenAI
+        from pricer.agents.vectorstore import ProductStore
+        from pricer.core.config import validate
+        from pricer.frontier.config import FrontierConfig
+        from pricer.models.embeddings import get_embedder
+        from pricer.models.neighbours import NeighbourIndex
+        from pricer.serving.frontier import log_frontier_model
+        from pricer.tracking.gate import promote_if_better
+        from pricer.tracking.registry import register_candidate
+        from pricer.tracking.runs import configure
 
         fake = FakeOpenAI(latency_s=args.latency).start()
-        frontier_yaml = tmp / "frontier.yaml"
-        frontier_yaml.write_text(
-            json.dumps(
-                {
-                    "name": "fake",
-                    "model": "gpt-fake",
-                    "base_url": fake.base_url,
-                    "api_key_env": None,
-                    "cache_dir": None,
-                    "cost_log": None,
-                    "max_concurrency": 16,
-                    "timeout_s": 30,
-                    "usd_per_1m_input": 0.15,
-                    "usd_per_1m_output": 0.6,
-                }
-            )
-        )
-        frontier = {"config": str(frontier_yaml), "k_neighbours": args.k}
-        try:
-            import pricer.embeddings  # noqa: F401
-        except ImportError:
-            frontier["k_neighbours"] = 0
-            store_note = "frontier without neighbours (pricer.embeddings is not there)"
-        else:
-            from pricer.agents.vectorstore import ProductStore
-
-            started = time.perf_counter()
-            ProductStore(tmp / "vectorstore").sync(data_dir / "train.parquet")
-            store_note = (
-                f"vector store of {len(train)} products built in {time.perf_counter() - started:.1f} s"
-            )
+        endpoint = validate(FrontierConfig, {
+            "name": "fake", "model": "gpt-fake", "base_url": fake.base_url, "api_key_env": None, "cache_dir": None,
+            "cost_log": None, "max_concurrency": 16, "timeout_s": 30, "usd_per_1m_input": 0.15,
+            "usd_per_1m_output": 0.6, "k_neighbours": args.k}, "bench")
+        started = time.perf_counter()
+        index = NeighbourIndex.build(train, get_embedder()) if args.k else None
+        with mlflow.start_run(experiment_id=configure(), run_name="bench-frontier"):
+            info = log_frontier_model(endpoint, index)
+        version = register_candidate(info.model_uri, "pricer-frontier", mae=0.0, test_digest="bench")
+        promote_if_better("pricer-frontier", version.version)
+        ProductStore(tmp / "vectorstore").sync(data_dir / "train.parquet")
+        store_note = (f"frontier with {args.k} neighbours from its own index; index and vector store of "
+                      f"{len(train)} products built in {time.perf_counter() - started:.1f} s")
     print(store_note, file=sys.stderr)
 
     results = []
@@ -170,7 +162,6 @@ def main() -> None:
             {
                 "feeds": server.feeds_config(broken=False, missing=False),
                 "scanner": {"timeout_s": 10, "concurrency": 8, "max_deals_per_feed": args.deals},
-                "agents": {"frontier": frontier},
                 "vectorstore": {"path": str(tmp / "vectorstore"), "source": str(data_dir / "train.parquet")},
                 "planner": {"discount_threshold": 0.35},
                 "memory": {"path": str(tmp / "memory.sqlite")},

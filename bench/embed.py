@@ -1,4 +1,4 @@
-"""Embedding speed and agreement: Pricer's path (pricer.embeddings.Embedder) vs a plain SentenceTransformer call.
+"""Embedding speed and agreement: Pricer's path (pricer.models.embeddings.Embedder) vs a plain SentenceTransformer call.
 
     PYTHONPATH=src HF_HUB_OFFLINE=1 python bench/embed.py                 # 2,000 real product texts
     PYTHONPATH=src HF_HUB_OFFLINE=1 python bench/embed.py --max-tokens 128 # try other settings
@@ -143,7 +143,7 @@ def main() -> int:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from pricer.embeddings import Embedder, default_model_path
+    from pricer.models.embeddings import Embedder, default_model_path
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -124,9 +124,9 @@ def main() -> None:
     import torch
     from transformers import TrainerCallback
 
+    from pricer.data.tokenizer import builtin_tokenizer
     from pricer.llm.config import load_finetune_config
     from pricer.llm.loading import load_base_model, load_base_tokenizer
-    from pricer.llm.tokenizer import builtin_tokenizer
     from pricer.llm.train import lora_config, peak_memory_gib, sft_config, trainer_class
 
     if args.threads:

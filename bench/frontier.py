@@ -38,7 +38,8 @@ def start_server(latency: float) -> tuple[subprocess.Popen, str]:
 
 
 def run_level(base_url: str, concurrency: int, n_items: int, round_id: int) -> dict:
-    from pricer.llm.frontier import FrontierClient, FrontierConfig
+    from pricer.frontier.client import FrontierClient
+    from pricer.frontier.config import FrontierConfig
 
     config = FrontierConfig(
         name="bench", model="gpt-fake", base_url=base_url, api_key_env="PRICER_BENCH_KEY",

@@ -32,7 +32,7 @@ def test_prompts(n: int, data_dir: Path | None) -> list[str]:
 
     path = (data_dir or Path("data/curated")) / "test.parquet"
     if not path.exists():
-        from pricer.config import CurateConfig, DemoSourceConfig
+        from pricer.data.config import CurateConfig, DemoSourceConfig
         from pricer.data.curate import curate
 
         tmp = Path(tempfile.mkdtemp(prefix="bench-inference-"))

@@ -44,7 +44,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from pricer.dvc_runner import new_workspace
+    from pricer.stages.dvc_runner import new_workspace
 
     with tempfile.TemporaryDirectory() as tmp:
         root = new_workspace((args.workdir or Path(tmp)) / "pricer-bench-pipeline", REPO)

@@ -9,8 +9,8 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
 from flows.curate import repro_stage
-from pricer.config import load_params
-from pricer.evaluation.leaderboard import leaderboard, to_markdown
+from pricer.apps.leaderboard import leaderboard, to_markdown
+from pricer.stages.params import load_params
 
 
 @task

@@ -8,9 +8,9 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 
-from pricer import dvc_runner
-from pricer.config import load_params
-from pricer.tracking.runs import file_digest
+from pricer.stages import dvc_runner
+from pricer.stages.curate import output_digests
+from pricer.stages.params import load_params
 
 
 @task(retries=2, retry_delay_seconds=5)
@@ -20,7 +20,7 @@ def repro_stage(stage: str, root: str, force: bool = False) -> bool:
 
 @task
 def output_hashes(paths: list[str]) -> dict[str, str]:
-    return {Path(path).name: file_digest(Path(path)) for path in paths}
+    return output_digests([Path(path) for path in paths])
 
 
 @task

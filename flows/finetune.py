@@ -14,8 +14,7 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
-from pricer.llm import stage
-from pricer.tracking.runs import default_tracking_uri, stage_run
+from pricer.stages import specialist as stage
 
 
 @task(retries=1, retry_delay_seconds=10)
@@ -32,9 +31,9 @@ def evaluate(config: str, root: str, which: str, parent_run_id: str, adapter_dir
 
 
 @task(retries=2, retry_delay_seconds=5)
-def register_and_gate(config: str, root: str, model_uri: str, metrics: dict) -> dict:
+def register_and_gate(config: str, root: str, model_uri: str, metrics: dict, run_id: str) -> dict:
     """Register the adapter as pricer-specialist and run the promotion gate (idempotent)."""
-    return stage.register_step(config, model_uri=model_uri, metrics=metrics, root=root)
+    return stage.register_step(config, model_uri=model_uri, metrics=metrics, run_id=run_id, root=root)
 
 
 @task
@@ -70,16 +69,12 @@ def finetune_flow(config: str = "configs/finetune/tiny.yaml", root: str = ".") -
     """Fine-tune the configured open model, score base and fine-tuned, register and gate it."""
     root_path = Path(root).resolve()
     resolved = stage.resolve_config(config, root=root_path)
-    _, digest = stage.load_test(resolved)
-    with stage_run("finetune", stage.stage_params(resolved, config),
-                   tags={"pricer.family": resolved.registered_name, "pricer.test_digest": digest,
-                         "pricer.runner": "prefect"},
-                   tracking_uri=default_tracking_uri(root_path)) as run:
+    with stage.finetune_run(resolved, config, root_path, runner="prefect") as run:
         run_id = run.info.run_id
         trained = train_adapter(config, str(root_path), run_id)
         base = evaluate(config, str(root_path), "base", run_id)
         tuned = evaluate(config, str(root_path), "finetuned", run_id, trained["adapter_dir"])
-        promotion = register_and_gate(config, str(root_path), tuned["model_uri"], tuned["metrics"])
+        promotion = register_and_gate(config, str(root_path), tuned["model_uri"], tuned["metrics"], tuned["run_id"])
         summary = stage.write_summary(resolved, config, trained, base, tuned, promotion)
         stage.log_stage_result(run_id, summary)
     publish_report(summary)

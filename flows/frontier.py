@@ -1,6 +1,6 @@
 """Prefect flow: frontier models, zero-shot and API fine-tuned, evaluated and gated like the rest.
 
-Two task chains; the logic lives in ``pricer.llm.frontier_eval`` / ``frontier_finetune``:
+Two task chains; the logic lives in ``pricer.stages.frontier`` / ``frontier_finetune``:
 
 - zero-shot: price the test split through the endpoint (with retrieval when the config asks),
   register ``pricer-frontier`` and run the promotion gate;
@@ -15,76 +15,44 @@ environment variable the config names, in each task, and never becomes a task ar
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
-from pricer.llm.frontier import FrontierConfig, load_frontier_config
-from pricer.llm.frontier_eval import run_frontier_eval
-from pricer.llm.frontier_finetune import (
-    CostEstimate,
-    JobState,
-    PreparedData,
-    check_budget,
-    evaluate_fine_tuned,
-    prepare_data,
-    submit_job,
-    track_job,
-)
-
-
-def _config(config_path: str, limit: int | None) -> FrontierConfig:
-    config = load_frontier_config(config_path)
-    if limit is not None:
-        evaluation = config.evaluation.model_copy(update={"limit": limit})
-        config = config.model_copy(update={"evaluation": evaluation})
-    return config
+from pricer.stages import frontier_finetune as steps
+from pricer.stages.frontier import zero_shot_step
 
 
 @task(retries=1, retry_delay_seconds=30)
 def zero_shot(config_path: str, data_dir: str | None = None, limit: int | None = None) -> dict[str, Any]:
-    # A retry re-sends only what is not in the response cache: nothing is paid twice.
-    return run_frontier_eval(_config(config_path, limit), data_dir=Path(data_dir) if data_dir else None)
+    return zero_shot_step(config_path, data_dir, limit)
 
 
 @task
 def prepare_finetune(config_path: str, data_dir: str | None = None) -> dict[str, Any]:
-    return asdict(prepare_data(load_frontier_config(config_path), Path(data_dir) if data_dir else None))
+    return steps.prepare_step(config_path, data_dir)
 
 
 @task  # no retries: over budget or invalid data stays so
 def validate_and_budget(config_path: str, prepared: dict[str, Any]) -> dict[str, Any]:
-    estimate, validation = check_budget(load_frontier_config(config_path), PreparedData(**prepared))
-    return {"estimate": asdict(estimate), "validation": validation}
+    return steps.budget_step(config_path, prepared)
 
 
 @task(retries=3, retry_delay_seconds=20)
 def submit_finetune(config_path: str, prepared: dict[str, Any], retry_failed: bool = False) -> dict[str, Any]:
-    config = load_frontier_config(config_path)
-    return asdict(submit_job(config, PreparedData(**prepared), retry_failed=retry_failed))
+    return steps.submit_step(config_path, prepared, retry_failed)
 
 
 @task(retries=3, retry_delay_seconds=60)
 def wait_finetune(config_path: str, state: dict[str, Any], checked: dict[str, Any]) -> dict[str, Any]:
-    config = load_frontier_config(config_path)
-    # Reload the saved state: a retried task continues from the last poll, not from submission.
-    saved = JobState.load(config.finetune.state_dir, state["key"]) if config.finetune else None
-    job = saved or JobState(**state)
-    job.resumed = state.get("resumed", False)
-    done, run_id = track_job(config, job, estimate=CostEstimate(**checked["estimate"]),
-                             validation=checked["validation"])
-    return {**asdict(done), "finetune_run_id": run_id}
+    return steps.wait_step(config_path, state, checked)
 
 
 @task
 def evaluate_finetuned(config_path: str, state: dict[str, Any], data_dir: str | None = None,
                        limit: int | None = None) -> dict[str, Any]:
-    fields = {key: value for key, value in state.items() if key in JobState.__dataclass_fields__}
-    return evaluate_fine_tuned(_config(config_path, limit), JobState(**fields),
-                               data_dir=Path(data_dir) if data_dir else None)
+    return steps.evaluate_step(config_path, state, data_dir, limit)
 
 
 @task

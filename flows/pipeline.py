@@ -10,43 +10,44 @@ one deal-agent cycle, then where to look.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import mlflow
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import INPUTS
 
 from flows.baselines import baselines_flow, publish_leaderboard
 from flows.curate import curate_flow, repro_stage
-from pricer import pipeline
 from pricer.agents.config import load_agents_config
-from pricer.config import load_params
-from pricer.tracking.runs import PARENT_RUN_ENV, configure
+from pricer.stages import pipeline
+from pricer.stages.params import load_params
 
 
 # The fingerprint argument is what the cache key hashes; the task reads the same things itself.
+def _frontier_config_path(agents_config: str) -> Path | None:
+    section = load_agents_config(agents_config).agents.frontier
+    return section.config if section is not None else None
+
+
 @task(cache_policy=INPUTS, persist_result=True)
 def frontier_eval(agents_config: str, fingerprint: str) -> dict:
-    from pricer.llm.frontier import load_frontier_config
-    from pricer.llm.frontier_eval import run_frontier_eval
+    from pricer.stages.frontier import zero_shot_step
 
-    config = load_agents_config(agents_config)
-    if reason := pipeline.frontier_skip_reason(config):
+    path = _frontier_config_path(agents_config)
+    if reason := pipeline.frontier_skip_reason(path):
         print(f"frontier skipped: {reason}")
         return {"skipped": reason}
-    result = run_frontier_eval(load_frontier_config(pipeline.frontier_config_path(config)))
+    result = zero_shot_step(str(path))
     return {key: result[key] for key in ("name", "metrics", "registered")}
 
 
 @task(cache_policy=INPUTS, persist_result=True)
 def fit_ensemble(agents_config: str, fingerprint: str) -> dict:
-    from pricer.agents.ensemble import fit_ensemble as fit
+    from pricer.stages.ensemble import fit_ensemble as fit
 
-    result = fit(load_agents_config(agents_config))
+    result = fit(load_agents_config(agents_config).ensemble)
     return {"weights": dict(result.weights.weights), "test_mae": result.test_metrics["mae"],
-            "decision": result.decision.decision if result.decision else "not registered"}
+            "decision": result.result.decision_name}
 
 
 @task
@@ -61,22 +62,18 @@ def pipeline_flow(root: str = ".", params_path: str = "params.yaml",
                   agents_config: str = "configs/agents.yaml") -> dict[str, object]:
     root_path = Path(root).resolve()
     params = load_params(root_path / params_path)
-    experiment_id = configure(params.tracking.tracking_uri, params.tracking.experiment)
-    with mlflow.start_run(experiment_id=experiment_id, run_name="pipeline", tags={"pricer.stage": "pipeline"}) as run:
-        os.environ[PARENT_RUN_ENV] = run.info.run_id
-        try:
-            curated = curate_flow(str(root_path), params_path)
-            baselines = baselines_flow(str(root_path), params_path)
-            agents_path = str(root_path / agents_config)
-            agents = load_agents_config(agents_path)
-            frontier = frontier_eval(agents_path, pipeline.frontier_fingerprint(agents))
-            finetuned = repro_stage("finetune", str(root_path))
-            ensemble = fit_ensemble(agents_path, pipeline.ensemble_fingerprint(agents))
-            leaderboard = publish_leaderboard(params.tracking.experiment)
-            champions = publish_champions()
-        finally:
-            os.environ.pop(PARENT_RUN_ENV, None)
-        mlflow.log_text(leaderboard, "leaderboard.md")
+    with pipeline.pipeline_run(params.tracking) as run:
+        curated = curate_flow(str(root_path), params_path)
+        baselines = baselines_flow(str(root_path), params_path)
+        agents_path = str(root_path / agents_config)
+        agents = load_agents_config(agents_path)
+        frontier = frontier_eval(agents_path, pipeline.frontier_fingerprint(
+            _frontier_config_path(agents_path), Path(agents.ensemble.data_dir)))
+        finetuned = repro_stage("finetune", str(root_path))
+        ensemble = fit_ensemble(agents_path, pipeline.ensemble_fingerprint(agents.ensemble))
+        leaderboard = publish_leaderboard(params.tracking.experiment)
+        champions = publish_champions()
+        pipeline.log_leaderboard(run.info.run_id, leaderboard)
     create_markdown_artifact(key="pipeline-leaderboard", markdown=leaderboard, description="After this pipeline run")
     return {"pipeline_run_id": run.info.run_id, "curate": curated, "baselines": baselines, "frontier": frontier,
             "finetune_ran": finetuned, "ensemble": ensemble, "leaderboard": leaderboard, "champions": champions}
@@ -91,7 +88,7 @@ def main() -> None:
     # The demo catalog's products on sale on 127.0.0.1: the configured web feeds need the internet.
     with serving_demo_deals("configs/agents.yaml", "data/curated/test.parquet") as demo_config:
         cycle = deals_flow(str(demo_config))
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlruns/mlflow.db').resolve()}"
+    uri = pipeline.tracking_uri_shown()
     Path("reports").mkdir(exist_ok=True)
     Path("reports/leaderboard.md").write_text(str(result["leaderboard"]))
     print("\n" + str(result["leaderboard"]))

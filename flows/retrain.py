@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import mlflow
-import pandas as pd
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
 from flows.curate import repro_stage
 from flows.pipeline import pipeline_flow
-from pricer.config import load_params
-from pricer.retrain import RetrainConfig, judge, load_retrain_config, mark_seen, new_files
-from pricer.tracking.runs import stage_run
+from pricer.stages.params import load_params
+from pricer.stages.retrain import (
+    RetrainConfig,
+    decision_markdown,
+    judge_inbox,
+    load_retrain_config,
+    mark_seen,
+    new_files,
+)
 
 
 @task
@@ -23,21 +27,9 @@ def find_new_files(inbox_config: RetrainConfig) -> list[str]:
 
 @task
 def judge_drift(files: list[str], root: str, params_path: str, inbox_config: RetrainConfig) -> dict:
-    from pricer.embeddings import get_embedder
-
     params = load_params(Path(root) / params_path)
-    train = pd.read_parquet(Path(root) / params.curate.output_dir / "train.parquet", columns=["price", "category", "text"])
-    report, counts = judge([Path(f) for f in files], train, params.curate, inbox_config.thresholds,
-                           embed=get_embedder().embed)
-    decision = {**report.as_dict(), **counts, "files": files}
-    with stage_run("retrain-check", tags={"pricer.retrain": str(report.retrain).lower(),
-                                          "pricer.retrain.reasons": "; ".join(report.reasons) or "none"}):
-        mlflow.log_metrics({k: float(v) for k, v in decision.items()
-                            if isinstance(v, int | float) and not isinstance(v, bool)})
-    lines = [f"**Retrain: {'yes' if report.retrain else 'no'}**", "", "| measure | value |", "| --- | --- |"]
-    lines += [f"| {k} | {v} |" for k, v in decision.items() if k not in ("files", "reasons")]
-    lines += ["", "Reasons: " + ("; ".join(report.reasons) or "none crossed its threshold")]
-    create_markdown_artifact(key="retrain-decision", markdown="\n".join(lines), description="Drift check")
+    decision = judge_inbox([Path(f) for f in files], Path(root), params.curate, inbox_config.thresholds)
+    create_markdown_artifact(key="retrain-decision", markdown=decision_markdown(decision), description="Drift check")
     return decision
 
 

@@ -28,6 +28,7 @@ class WebhookReceiver(LocalServer):
         self.fail_status = fail_status
         self.fail_next = fail_next
         self.fail_next_status = 503
+        self.fail_headers: dict[str, str] = {}  # sent with each failed answer (e.g. a Retry-After)
         self.delay_s = delay_s
         self.received: list[dict[str, Any]] = []
         self.delivered: list[dict[str, Any]] = []
@@ -79,6 +80,8 @@ class WebhookReceiver(LocalServer):
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")
+                    for name, value in (server.fail_headers if status >= 300 else {}).items():
+                        self.send_header(name, value)
                     self.end_headers()
                     self.wfile.write(b'{"ok": true}' if status < 300 else b'{"ok": false}')
                 except (BrokenPipeError, ConnectionResetError):
@@ -111,17 +114,18 @@ def fit_text_regressor(train: Any, *, char_ngrams: bool = False, alpha: float = 
     return model.fit(train[["text"]], train["price"].to_numpy(dtype=float))
 
 
-def register_champion(model: Any, example: Any, name: str, mae: float, test_digest: str = "x") -> str:
+def register_champion(model: Any, name: str, mae: float, test_digest: str = "x") -> str:
     """Log ``model`` as a price pyfunc in a run of the configured store, register it and promote it."""
     import mlflow
 
-    from pricer.serving.pyfunc import log_price_model
-    from pricer.tracking.registry import promote_if_better, register_candidate
+    from pricer.serving.price_model import log_price_model
+    from pricer.tracking.gate import promote_if_better
+    from pricer.tracking.registry import register_candidate
     from pricer.tracking.runs import configure
 
     experiment_id = configure()
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"test-{name}"):
-        info = log_price_model(model, example)
+        info = log_price_model(model)
     version = register_candidate(info.model_uri, name, mae=mae, test_digest=test_digest)
     decision = promote_if_better(name, version.version)
     assert decision.is_champion, decision.reason

@@ -105,14 +105,16 @@ class FakeOpenAI:
         failure_rate: float = 0.0,
         fault_kinds: dict[str, float] | None = None,
         fault_paths: tuple[str, ...] = ("/v1/chat/completions",),
-        retry_after_s: float = 0.05,
+        retry_after_s: float | str = 0.05,
         slow_s: float = 2.0,
         seed: int = 0,
         job_queued_polls: int = 1,
         job_running_polls: int = 2,
         job_outcome: str = "succeeded",
+        answer_for: Any = None,
     ) -> None:
         self.api_key = api_key
+        self.answer_for = answer_for  # (messages, model) -> the answer text; default: rule_answer
         self.latency_s = latency_s
         self.failure_rate = failure_rate
         self.fault_kinds = dict(fault_kinds or {"429": 1.0, "500": 1.0})
@@ -258,8 +260,9 @@ class FakeOpenAI:
                 await asyncio.sleep(self.latency_s)
             fault = self._draw_fault(template)
             if fault == "429":
-                return _error(429, "Rate limit reached; slow down.", "requests",
-                              headers={"retry-after": f"{self.retry_after_s:g}"})
+                # A string is sent as it is: servers send garbage ("soon") too.
+                wait = self.retry_after_s if isinstance(self.retry_after_s, str) else f"{self.retry_after_s:g}"
+                return _error(429, "Rate limit reached; slow down.", "requests", headers={"retry-after": wait})
             if fault == "500":
                 return _error(500, "The server had an error while processing your request.", "server_error")
             if fault == "slow" and template != "/v1/chat/completions":
@@ -419,7 +422,7 @@ class FakeOpenAI:
     # ------------------------------------------------------------------ behaviour
 
     def _complete(self, messages: list[dict[str, Any]], model: str) -> dict[str, Any]:
-        answer = rule_answer(messages, model)
+        answer = (self.answer_for or rule_answer)(messages, model)
         prompt_tokens = sum(_tokens(str(m.get("content") or "")) + 4 for m in messages)
         completion_tokens = _tokens(answer)
         return {

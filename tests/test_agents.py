@@ -34,15 +34,18 @@ from pricer.agents.config import (
     WebhookConfig,
     load_agents_config,
 )
-from pricer.agents.deals import DATA_CLOSE, DATA_OPEN, Deal, Opportunity, deal_key, deal_text, untrusted_block
-from pricer.agents.ensemble import EnsembleWeights, fit_ensemble, fit_weights, registered_weights
-from pricer.agents.estimators import FrontierAgent, RegistryAgent
+from pricer.agents.deals import Deal, Opportunity, deal_key, deal_text
+from pricer.agents.estimators import RegistryAgent, registered_ensemble
 from pricer.agents.memory import Memory
 from pricer.agents.messenger import DeliveryError, NotifierUnavailable, build_notifier
 from pricer.agents.planner import Planner
 from pricer.agents.scanner import Scanner, extract_page, parse_feed
-from pricer.config import ConfigError, CurateConfig, DemoSourceConfig
+from pricer.core.errors import ConfigError
+from pricer.core.prompt import DATA_CLOSE, DATA_OPEN, untrusted_block
+from pricer.data.config import CurateConfig, DemoSourceConfig
 from pricer.data.curate import curate
+from pricer.models.ensemble import EnsembleWeights, fit_weights
+from pricer.stages.ensemble import fit_ensemble
 
 REPO = Path(__file__).resolve().parents[1]
 INJECTION = (
@@ -76,7 +79,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory, demo) -> dict:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         model = fit_text_regressor(demo["train"])
-        register_champion(model, demo["train"].head(2), "pricer-regressor", mae=50.0)
+        register_champion(model, "pricer-regressor", mae=50.0)
         yield {"uri": uri, "model": model}
 
 
@@ -124,7 +127,7 @@ def agents_config(
         "scanner": {"timeout_s": 1.0, "concurrency": 4},
         "agents": {
             "specialist": {"model": "pricer-specialist"},
-            "frontier": {"config": None},
+            "frontier": {"model": "pricer-frontier"},
             "regressor": {"model": "pricer-regressor"},
         },
         "planner": {"discount_threshold": 0.35},
@@ -294,60 +297,55 @@ def test_weights_are_nnls_in_log_space_and_renormalised() -> None:
 
 
 @pytest.mark.slow
-def test_ensemble_is_fitted_registered_and_loads_its_members(tmp_path: Path, demo, mlflow_uri: str) -> None:
-    train = demo["train"]
-    register_champion(fit_text_regressor(train), train.head(2), "pricer-regressor", mae=40.0)
-    register_champion(
-        fit_text_regressor(train, char_ngrams=True, alpha=3.0), train.head(2), "pricer-specialist", mae=45.0
-    )
+def test_the_registered_ensemble_prices_with_the_member_versions_it_was_scored_with(
+    tmp_path: Path, demo, mlflow_uri: str
+) -> None:
+    from pricer.core.metrics import compute_metrics
+
+    train, test = demo["train"], demo["test"]
+    register_champion(fit_text_regressor(train), "pricer-regressor", mae=40.0)
+    register_champion(fit_text_regressor(train, char_ngrams=True, alpha=3.0), "pricer-specialist", mae=45.0)
     config = AgentsConfig.model_validate(
         {
             "agents": {"frontier": None},
-            "ensemble": {
-                "members": {
-                    "regressor": "pricer-regressor",
-                    "specialist": "pricer-specialist",
-                    "frontier": "pricer-frontier",
-                },
-                "data_dir": str(demo["dir"]),
-                "reports_dir": str(tmp_path / "reports"),
-                "max_val_items": 60,
-            },
+            "ensemble": {"data_dir": str(demo["dir"]), "reports_dir": str(tmp_path / "reports"), "max_val_items": 60},
             "memory": {"path": str(tmp_path / "memory.sqlite")},
         }
     )
-    agents = [
-        RegistryAgent("regressor", "pricer-regressor"),
-        RegistryAgent("specialist", "pricer-specialist"),
-        FrontierAgent("frontier", None),
-    ]
-    fit = fit_ensemble(config, agents)
-    assert fit.members == ["regressor", "specialist"]  # the unconfigured frontier agent is left out
+    fit = fit_ensemble(config.ensemble)
+    # The members are the champions' versions, pinned; pricer-frontier has none, so it is left out.
+    assert fit.members == {"regressor": "models:/pricer-regressor/1", "specialist": "models:/pricer-specialist/1"}
     assert set(fit.weights.weights) == {"regressor", "specialist"}
     assert math.isclose(sum(fit.weights.weights.values()), 1.0, abs_tol=1e-3)
-    assert fit.decision.decision == "promoted" and fit.model_version == "1"
-    version = mlflow.MlflowClient().get_model_version("pricer-ensemble", "1")
-    assert float(version.tags["pricer.mae"]) == pytest.approx(fit.test_metrics["mae"])
+    assert fit.result.decision.decision == "promoted" and fit.result.version == "1"
     assert (tmp_path / "reports" / "metrics" / "ensemble.json").exists()
 
-    # The registered pyfunc loads both members' champions and combines them with the same weights.
-    loaded = registered_weights("pricer-ensemble")
-    assert loaded is not None and loaded.weights == pytest.approx(fit.weights.weights)
-    texts = demo["test"]["text"].head(8).tolist()
-    model = mlflow.pyfunc.load_model("models:/pricer-ensemble@champion")
-    members = {agent.name: agent.estimate(texts).estimates for agent in agents[:2]}
-    np.testing.assert_allclose(
-        model.predict(pd.DataFrame({"text": texts})), fit.weights.combine(members), rtol=1e-9
-    )
+    # A member gets a new champion after the ensemble was registered.
+    register_champion(fit_text_regressor(train.head(150)), "pricer-regressor", mae=1.0)
+    assert str(mlflow.MlflowClient().get_model_version_by_alias("pricer-regressor", "champion").version) == "2"
 
-    # The planner combines its agents with the champion's weights.
-    planner = Planner(config, agents=agents)
-    assert planner.weights().source.startswith("registered:models:/pricer-ensemble/1")
-    result = planner.price(texts[0])
-    assert set(result["agents"]) == {"regressor", "specialist"} and result["skipped"] == ["frontier"]
-    assert result["ensemble"] == pytest.approx(
-        fit.weights.combine({name: [values[0]] for name, values in members.items()})[0], abs=0.006
-    )
+    # The loaded ensemble champion still prices with regressor v1, and the gate's score is what it predicts.
+    model = mlflow.pyfunc.load_model("models:/pricer-ensemble@champion")
+    assert model.unwrap_python_model().member_uris == fit.members
+    pinned = {name: mlflow.pyfunc.load_model(uri) for name, uri in fit.members.items()}
+    whole = pd.DataFrame({"text": [text for text in test["full_text"]]})
+    members = {name: list(member.predict(whole)) for name, member in pinned.items()}
+    predicted = model.predict(test[["text", "full_text", "details", "category"]])
+    np.testing.assert_allclose(predicted, fit.weights.combine(members), rtol=1e-9)
+    version = mlflow.MlflowClient().get_model_version("pricer-ensemble", "1")
+    assert float(version.tags["pricer.mae"]) == pytest.approx(compute_metrics(test["price"], predicted)["mae"],
+                                                             rel=1e-12)
+
+    # The planner serves the same: the champion's pinned members, with its weights.
+    release = registered_ensemble("pricer-ensemble")
+    assert release is not None and release.members == fit.members
+    planner = Planner(config)
+    agents, weights = planner.pricing()
+    assert {agent.name: agent.pinned for agent in agents} == fit.members
+    assert weights.weights == pytest.approx(fit.weights.weights)
+    result = planner.price(whole["text"][0])
+    assert set(result["agents"]) == {"regressor", "specialist"} and result["skipped"] == []
+    assert result["ensemble"] == pytest.approx(predicted[0], abs=0.006)
     planner.close()
 
 
@@ -534,7 +532,7 @@ def test_planner_surfaces_the_right_deals_and_notifies_each_once(
     }
     # Skipped agents said why once, not every cycle.
     assert caplog.text.count("agent specialist skipped: no @champion registered for pricer-specialist") == 1
-    assert caplog.text.count("agent frontier skipped: no frontier endpoint configured") == 1
+    assert caplog.text.count("agent frontier skipped: no @champion registered for pricer-frontier") == 1
     assert "hook-SECRET-1234" not in caplog.text
 
     # Each cycle is one MLflow trace with a span per step and per agent.
@@ -639,13 +637,40 @@ def test_a_killed_cycle_is_finished_by_the_next_one_exactly_once(
     assert memory.stats()["sent"] == len(good) and memory.stats()["pending"] == 0
 
 
+def register_frontier(config: dict, index=None) -> str:
+    """Log a frontier endpoint (with its retrieval index) as a pyfunc and make it pricer-frontier's champion."""
+    from pricer.core.config import validate
+    from pricer.frontier.config import FrontierConfig
+    from pricer.serving.frontier import log_frontier_model
+    from pricer.tracking.gate import promote_if_better
+    from pricer.tracking.registry import register_candidate
+    from pricer.tracking.runs import configure
+
+    with mlflow.start_run(experiment_id=configure(), run_name="test-frontier"):
+        info = log_frontier_model(validate(FrontierConfig, config, "test"), index)
+    version = register_candidate(info.model_uri, "pricer-frontier", mae=30.0, test_digest="x")
+    assert promote_if_better("pricer-frontier", version.version).is_champion
+    return f"models:/pricer-frontier/{version.version}"
+
+
+@pytest.fixture
+def embedder():
+    from pricer.models.embeddings import get_embedder
+
+    return get_embedder()
+
+
 def test_a_traced_cycle_records_the_frontier_calls_tokens_and_cost(
-    tmp_path: Path, demo, registry, store_env, monkeypatch
+    tmp_path: Path, demo, registry, mlflow_uri, embedder, monkeypatch
 ) -> None:
     from fake_openai import FakeOpenAI
 
+    from pricer.models.neighbours import NeighbourIndex
+
     monkeypatch.setenv("TEST_HOOK_TOKEN", "t")
     monkeypatch.setenv("PRICER_TEST_FAKE_KEY", "sk-fake")
+    register_champion(registry["model"], "pricer-regressor", mae=50.0)
+    index = NeighbourIndex.build(demo["train"].head(120), embedder)
     pages, _ = deal_pages(demo, registry["model"], range(14, 17))
     pages.append(DealPage("inject", "Desk lamp", INJECTION, 30.0))
     with (
@@ -653,31 +678,16 @@ def test_a_traced_cycle_records_the_frontier_calls_tokens_and_cost(
         DealFeedServer(pages) as server,
         WebhookReceiver() as receiver,
     ):
-        frontier_yaml = tmp_path / "frontier.yaml"
-        frontier_yaml.write_text(
-            yaml.safe_dump(
-                {
-                    "name": "fake",
-                    "model": "gpt-fake",
-                    "base_url": fake.base_url,
-                    "api_key_env": "PRICER_TEST_FAKE_KEY",
-                    "cache_dir": None,
-                    "cost_log": None,
-                    "usd_per_1m_input": 1.0,
-                    "usd_per_1m_output": 2.0,
-                }
-            )
-        )
+        register_frontier({"name": "fake", "model": "gpt-fake", "base_url": fake.base_url,
+                           "api_key_env": "PRICER_TEST_FAKE_KEY", "cache_dir": None, "cost_log": None,
+                           "usd_per_1m_input": 1.0, "usd_per_1m_output": 2.0, "k_neighbours": 3}, index)
         config = agents_config(
             tmp_path,
             server,
             receiver,
             feeds=server.feeds_config(broken=False, missing=False),
-            agents={
-                "specialist": None,
-                "frontier": {"config": str(frontier_yaml), "k_neighbours": 0},
-                "regressor": {"model": "pricer-regressor"},
-            },
+            agents={"specialist": None, "frontier": {"model": "pricer-frontier"},
+                    "regressor": {"model": "pricer-regressor"}},
         )
         planner = Planner(config)
         report = planner.run_cycle()
@@ -685,6 +695,7 @@ def test_a_traced_cycle_records_the_frontier_calls_tokens_and_cost(
     assert set(report.agents) == {"frontier", "regressor"} and report.skipped_agents == []
     frontier = report.agents["frontier"]
     assert frontier["input_tokens"] > 0 and frontier["cost_usd"] > 0 and frontier["answered"] >= 3
+    assert frontier["model"] == "models:/pricer-frontier/1"
     trace = mlflow.get_trace(report.trace_id)
     spans = {span.span_id: span for span in trace.data.spans}
     agent_span = next(span for span in spans.values() if span.name == "agent.frontier")
@@ -698,67 +709,46 @@ def test_a_traced_cycle_records_the_frontier_calls_tokens_and_cost(
         while parent.parent_id is not None and parent.name != "agent.frontier":
             parent = spans[parent.parent_id]
         assert parent.name == "agent.frontier"
-    messages = next(
+    injected = next(
         chat.inputs["messages"] for chat in chats if "ignore your instructions" in json.dumps(chat.inputs)
     )
-    user = messages[-1]["content"]
+    system, user = injected[0]["content"], injected[-1]["content"]
+    assert "untrusted" in system and "ignore your instructions" not in system
     fenced = user.split(DATA_OPEN, 1)[1].split(DATA_CLOSE, 1)[0]
     assert "ignore your instructions" in fenced and "ignore your instructions" not in user.replace(fenced, "")
+    # Retrieval came with the registered model: the fake answers the median of the neighbours' prices.
+    answer = next(chat.outputs["price"] for chat in chats if "ignore your instructions" in json.dumps(chat.inputs))
+    examples = [float(line.rsplit("$", 1)[1].replace(",", "")) for line in user.splitlines()
+                if line.startswith("Price is $")]
+    assert len(examples) == 3 and answer == pytest.approx(float(np.median(examples)), abs=0.01)
     assert "sk-fake" not in json.dumps([span.to_dict() for span in trace.data.spans])
 
 
 # --------------------------------------------------------------------------- agents that cannot run
 
 
-def test_agents_without_a_model_or_endpoint_are_skipped_with_one_line(
-    tmp_path: Path, store_env, monkeypatch, caplog: pytest.LogCaptureFixture
+def test_agents_without_a_model_are_skipped_with_one_line(
+    tmp_path: Path, store_env, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="pricer.agents")
     specialist = RegistryAgent("specialist", "pricer-specialist")
     assert not specialist.ready() and not specialist.ready()
     regressor = RegistryAgent("regressor", "pricer-regressor")
     assert regressor.ready() and regressor.model_uri == "models:/pricer-regressor/1"
-    frontier_config = tmp_path / "frontier.yaml"
-    frontier_config.write_text(
-        yaml.safe_dump(
-            {
-                "name": "t",
-                "model": "gpt-test",
-                "base_url": "http://127.0.0.1:9/v1",
-                "api_key_env": "PRICER_TEST_MISSING_KEY",
-            }
-        )
-    )
-    monkeypatch.delenv("PRICER_TEST_MISSING_KEY", raising=False)
-    frontier = FrontierAgent("frontier", frontier_config, store=None, k_neighbours=0)
-    assert not frontier.ready() and not frontier.ready()
-    assert not FrontierAgent("frontier", None).ready()
+    missing = RegistryAgent("frontier", model_uri="models:/pricer-frontier/7")
+    assert not missing.ready() and not missing.ready()
     lines = [record.getMessage() for record in caplog.records if "skipped" in record.getMessage()]
-    assert lines == [
-        "agent specialist skipped: no @champion registered for pricer-specialist",
-        (
-            "agent frontier skipped: environment variable PRICER_TEST_MISSING_KEY is not set: "
-            "it must hold the API key for t (http://127.0.0.1:9/v1)"
-        ),
-        "agent frontier skipped: no frontier endpoint configured (agents.frontier.config is null)",
-    ]
+    assert len(lines) == 2
+    assert lines[0] == "agent specialist skipped: no @champion registered for pricer-specialist"
+    assert lines[1].startswith("agent frontier skipped: models:/pricer-frontier/7 failed to load")
 
 
-# --------------------------------------------------------------------------- frontier agent with retrieval
+# --------------------------------------------------------------------------- the vector store
 
 
-@pytest.fixture
-def embedder():
-    embeddings = pytest.importorskip(
-        "pricer.embeddings", reason="pricer.embeddings (the embedding path) is not there yet"
-    )
-    return embeddings.get_embedder()
-
-
-def test_frontier_agent_retrieves_neighbours_and_fences_the_deal_text(
-    tmp_path: Path, demo, store_env, embedder, monkeypatch
+def test_the_vector_store_syncs_incrementally_persists_and_answers_neighbours(
+    tmp_path: Path, demo, embedder
 ) -> None:
-    from fake_openai import FakeOpenAI
     from pricer.agents.vectorstore import ProductStore
 
     train = demo["train"].head(120)
@@ -785,46 +775,6 @@ def test_frontier_agent_retrieves_neighbours_and_fences_the_deal_text(
     assert len(found) == 3 and found[0][0] == item["text"] and found[0][1] == item["price"]
     projection = reopened.projection(max_points=50)
     assert len(projection) == 50 and set(projection["category"]) <= set(train["category"])
-
-    monkeypatch.setenv("PRICER_TEST_FAKE_KEY", "sk-fake")
-    with FakeOpenAI(api_key="sk-fake") as server:
-        config_path = tmp_path / "frontier.yaml"
-        config_path.write_text(
-            yaml.safe_dump(
-                {
-                    "name": "fake",
-                    "model": "gpt-fake",
-                    "base_url": server.base_url,
-                    "api_key_env": "PRICER_TEST_FAKE_KEY",
-                    "cache_dir": None,
-                    "cost_log": None,
-                    "usd_per_1m_input": 1.0,
-                    "usd_per_1m_output": 2.0,
-                }
-            )
-        )
-        agent = FrontierAgent("frontier", config_path, reopened, k_neighbours=3)
-        assert agent.ready()
-        texts = [f"Desk lamp\n{INJECTION}", demo["test"].iloc[0]["text"]]
-        mlflow.set_experiment("frontier-agent-test")
-        with mlflow.start_span("test-root") as root:
-            result = agent.estimate(texts)
-        mlflow.flush_trace_async_logging()
-        trace = mlflow.get_trace(root.trace_id)
-    # The fake model answers the median of the "Price is $" examples in the prompt: the neighbours'.
-    for text, estimate in zip(texts, result.estimates, strict=True):
-        prices = [price for _, price in reopened.neighbours([text], 3)[0]]
-        assert estimate == pytest.approx(float(np.median(prices)), abs=0.01)
-    assert result.input_tokens > 0 and result.cost_usd > 0
-    chats = [span for span in trace.data.spans if span.span_type == "CHAT_MODEL"]
-    assert {span.name for span in trace.data.spans} >= {"vectorstore.neighbours"} and len(chats) == 2
-    injected = next(
-        span.inputs["messages"] for span in chats if "ignore your instructions" in json.dumps(span.inputs)
-    )
-    system, user = injected[0]["content"], injected[1]["content"]
-    assert "untrusted" in system and "ignore your instructions" not in system
-    fenced = user.split(DATA_OPEN, 1)[1].split(DATA_CLOSE, 1)[0]
-    assert "ignore your instructions" in fenced and "ignore your instructions" not in user.replace(fenced, "")
 
 
 # --------------------------------------------------------------------------- schedules and the flow
@@ -905,7 +855,7 @@ def test_the_main_jobs_demo_deals_are_served_locally_and_priced(tmp_path: Path, 
     from pricer.agents.planner import run_cycle
 
     config = yaml.safe_load((REPO / "configs" / "agents.yaml").read_text())
-    config["agents"]["frontier"] = {"config": None}
+    config["agents"]["frontier"] = {"model": "pricer-frontier", "config": None}
     config["memory"] = {"path": str(tmp_path / "memory.sqlite")}
     config["vectorstore"] = {"path": str(tmp_path / "vectorstore")}
     base = tmp_path / "agents.yaml"

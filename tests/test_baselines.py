@@ -14,10 +14,10 @@ import yaml
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from pricer.cli import app
-from pricer.config import CurateConfig, DemoSourceConfig
+from pricer.apps.cli import app
+from pricer.data.config import CurateConfig, DemoSourceConfig
 from pricer.data.curate import curate
-from pricer.stages import run_baselines
+from pricer.stages.baselines import run_baselines
 
 MODELS = ("random", "mean", "features_lr", "tfidf_lr", "embed_lr", "xgboost")
 
@@ -69,16 +69,30 @@ def test_each_model_is_an_mlflow_run_with_metrics_charts_and_a_text_model(traine
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     loaded = mlflow.pyfunc.load_model(row["model_uri"])
     assert [column.name for column in loaded.metadata.get_input_schema().inputs] == [
-        "text", "full_text", "category", "details"]
+        "text", "full_text", "category", "details", "prompt"]
     import pandas as pd
 
     assert loaded.predict(pd.DataFrame({"text": ["Wireless Headphones, noise cancelling, 40 hour battery"]}))[0] > 0
 
 
 def test_best_model_by_validation_is_champion_and_loads_by_alias_in_a_fresh_process(trained: dict, project: Path):
+    import mlflow
+    import pandas as pd
+
+    from pricer.core.metrics import compute_metrics
+    from pricer.core.schema import model_inputs
+
     promotion = trained["promotion"]
     best = min(trained["models"].values(), key=lambda row: row["val_mae"])
     assert promotion["decision"] == "promoted" and promotion["candidate_mae"] == pytest.approx(best["test"]["mae"])
+    # What the gate scored is what the registered version predicts when a consumer loads it.
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    test = pd.read_parquet(project / "data" / "curated" / "test.parquet")
+    loaded = mlflow.pyfunc.load_model(f"models:/pricer-regressor/{promotion['version']}")
+    scored = compute_metrics(test["price"].tolist(), list(loaded.predict(model_inputs(test))))["mae"]
+    version = MlflowClient(f"sqlite:///{project / 'mlflow.db'}").get_model_version("pricer-regressor",
+                                                                                 promotion["version"])
+    assert float(version.tags["pricer.mae"]) == pytest.approx(scored, rel=1e-12)
     code = (
         "import mlflow; m = mlflow.pyfunc.load_model('models:/pricer-regressor@champion');"
         "import pandas as pd; print(float(m.predict(pd.DataFrame({'text': ['Cordless Drill 20V, two batteries']}))[0]))"
@@ -113,12 +127,11 @@ def test_evaluate_json_counts_every_row_and_matches_the_harness(trained: dict, p
     import gzip
 
     import mlflow
-    import pandas as pd
 
-    from pricer.config import CurateConfig
+    from pricer.data.config import CurateConfig
     from pricer.data.curate import clean_file
-    from pricer.evaluation.metrics import compute_metrics
-    from pricer.serving.pyfunc import model_inputs
+    from pricer.core.metrics import compute_metrics
+    from pricer.core.schema import model_inputs
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
     monkeypatch.chdir(project)

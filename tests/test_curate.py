@@ -9,21 +9,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pricer.config import (
-    BalanceConfig,
-    ConfigError,
-    CurateConfig,
-    DemoSourceConfig,
-    HFSourceConfig,
-    JsonlSourceConfig,
-    load_config,
-    validate,
-)
+from pricer.core.config import load_config, validate
+from pricer.core.errors import ConfigError, SourceError
+from pricer.data.config import BalanceConfig, CurateConfig, DemoSourceConfig, HFSourceConfig, JsonlSourceConfig
 from pricer.data.curate import curate
 from pricer.data.records import Reason, normalise_category, parse_price
-from pricer.data.sources import SourceError, read_source
+from pricer.data.sources import read_source
 from pricer.data.text import FULL_TEXT_CHARS, scrub
-from pricer.llm.tokenizer import builtin_tokenizer, truncate_to_tokens
+from pricer.data.tokenizer import builtin_tokenizer, truncate_to_tokens
 from tests.conftest import requires_shared_data
 
 LONG_TEXT = "A sturdy stainless steel kettle that boils water fast and keeps it warm for hours. "
@@ -200,7 +193,7 @@ def test_a_bad_config_names_the_field_and_the_reason(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"curate\.max_price"):
         bad = tmp_path / "params.yaml"
         bad.write_text("curate:\n  max_price: -3\n")
-        from pricer.config import Params
+        from pricer.stages.params import Params
 
         load_config(Params, bad)
     with pytest.raises(ConfigError, match="source"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -11,9 +10,9 @@ import yaml
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from pricer import dvc_runner
-from pricer.cli import app
-from pricer.tracking.runs import file_digest
+from pricer.stages import dvc_runner
+from pricer.apps.cli import app
+from pricer.core.files import file_digest
 from tests.conftest import run
 
 OUTPUTS = ("data/curated/train.parquet", "data/curated/val.parquet", "data/curated/test.parquet",
@@ -121,9 +120,10 @@ def test_registry_step_fingerprints_tell_stores_apart(tmp_path: Path, monkeypatc
     """A fresh store at the same path (a new clone, a wiped mlruns/) must not reuse what Prefect cached for
     the old one, or its frontier and ensemble would never be registered. Each look is a new process, as
     each pipeline run is."""
-    code = ("from pricer import pipeline; from pricer.agents.config import AgentsConfig; "
-            "from pricer.tracking.runs import configure; configure(); config = AgentsConfig(); "
-            "print(pipeline.ensemble_fingerprint(config), pipeline.frontier_fingerprint(config))")
+    code = ("from pathlib import Path; from pricer.stages import pipeline; "
+            "from pricer.stages.ensemble import EnsembleConfig; from pricer.tracking.runs import configure; "
+            "configure(); print(pipeline.ensemble_fingerprint(EnsembleConfig()), "
+            "pipeline.frontier_fingerprint(None, Path('data/curated')))")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
 
     def fingerprints() -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pricer.drift import DriftThresholds, category_distance, ks_statistic, measure_drift, population_stability
+from pricer.data.drift import DriftThresholds, category_distance, ks_statistic, measure_drift, population_stability
 
 
 def frame(prices: np.ndarray, categories: list[str]) -> pd.DataFrame:

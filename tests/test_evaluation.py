@@ -3,7 +3,7 @@ to end against a real SQLite MLflow store, the leaderboard, and the Prefect arti
 
 import os
 
-# evaluate reads these when it is first imported, which pricer.evaluation.metrics defers to first use.
+# evaluate reads these when it is first imported.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_EVALUATE_OFFLINE"] = "1"
 
@@ -11,7 +11,7 @@ import json
 import logging
 import math
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,16 +19,10 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pricer.evaluation.harness import (
-    MODEL_TAG,
-    PRICE_BAND_LABELS,
-    TEST_DIGEST_TAG,
-    evaluate_model,
-    prefect_artifact_key,
-)
-from pricer.evaluation.leaderboard import COLUMNS, leaderboard, to_markdown
-from pricer.evaluation.metrics import colour_band, compute_metrics, load_price_metric
-from pricer.tracking.runs import configure, stage_run
+from pricer.core.metrics import METRIC_PATH, colour_band, compute_metrics
+from pricer.stages.harness import PRICE_BAND_LABELS, evaluate_model, prefect_artifact_key
+from pricer.apps.leaderboard import COLUMNS, leaderboard, to_markdown
+from pricer.tracking.runs import MODEL_TAG, TEST_DIGEST_TAG, configure, stage_run
 
 N_ITEMS = 30
 CATEGORIES = ("Appliances", "Electronics", "Toys_and_Games")
@@ -60,8 +54,8 @@ def _test_split() -> pd.DataFrame:
 
 
 def _lookup_predictor(answers: dict[str, object]):
-    def predict(texts: Sequence[str]) -> list[object]:
-        return [answers[text] for text in texts]
+    def predict(batch: pd.DataFrame) -> list[object]:
+        return [answers[text] for text in batch["text"]]
 
     return predict
 
@@ -69,14 +63,20 @@ def _lookup_predictor(answers: dict[str, object]):
 # --- metrics -----------------------------------------------------------------------------------
 
 
-def test_metric_module_loads_by_path_without_network(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_evaluate_module_loads_by_path_without_network_and_computes_the_same_metrics(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import evaluate
+
     def refuse(*_: object) -> None:
         raise OSError("network access during metric loading")
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
-    metric = load_price_metric()
-    result = metric.compute(predictions=[110.0, None], references=[100.0, 100.0])
-    assert result["n"] == 2 and result["unparseable"] == 1 and result["mae"] == 10.0
+    metric = evaluate.load(str(METRIC_PATH), keep_in_memory=True)
+    truth, estimates = [100.0, 100.0, 40.0, 900.0], [110.0, None, 70.0, 450.0]
+    result = metric.compute(predictions=estimates, references=truth)
+    assert result["n"] == 4 and result["unparseable"] == 1 and result["mae"] == pytest.approx((10 + 30 + 450) / 3)
+    assert result == pytest.approx(compute_metrics(truth, estimates), nan_ok=True)
 
 
 def test_metrics_match_hand_computed_values() -> None:
@@ -195,14 +195,14 @@ def test_failing_batches_count_as_unparseable(tmp_path: Path, caplog: pytest.Log
     test = _test_split()
     texts = test["text"].tolist()
 
-    def flaky(batch: Sequence[str]) -> list[float]:
-        if texts[9] in batch:
+    def flaky(batch: pd.DataFrame) -> list[float]:
+        if texts[9] in batch["text"].tolist():
             raise RuntimeError("model server went away")
-        if texts[20] in batch:
+        if texts[20] in batch["text"].tolist():
             return [1.0]  # too few answers: the batch cannot be matched to its items
         return [50.0] * len(batch)
 
-    with caplog.at_level(logging.ERROR, logger="pricer.evaluation.harness"):
+    with caplog.at_level(logging.ERROR, logger="pricer.stages.harness"):
         result = evaluate_model("flaky", flaky, test, batch_size=8, reports_dir=tmp_path)
 
     failed = list(range(8, 24))
@@ -232,7 +232,7 @@ def test_bad_input_is_refused_before_predicting(
     if "price" in change:
         test.loc[5, "price"] = change["price"]
 
-    def never(_: Sequence[str]) -> list[float]:
+    def never(_: pd.DataFrame) -> list[float]:
         raise AssertionError("predictor called on invalid input")
 
     with pytest.raises(ValueError, match=message):

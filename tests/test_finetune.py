@@ -14,50 +14,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from pricer.config import ConfigError
-from pricer.llm.inference import parse_price
+from pricer.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_YAML = REPO / "configs" / "finetune" / "tiny.yaml"
-
-
-# --- parse_price: no model needed -------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("answer", "expected"),
-    [
-        ("42.00", 42.0),
-        ("132.00</s>", 132.0),
-        ("$1,299.99", 1299.99),
-        ("1,999", 1999.0),
-        ("1,299,000.50 dollars", 1299000.5),
-        ("  129.99\n\nHow much does 7 cost", 129.99),
-        ("about 20 dollars", 20.0),
-        ("20-30", 25.0),
-        ("$20 to $30", 25.0),
-        ("20 – 40", 30.0),
-        ("30-20", 30.0),  # not a range (high below low): the first number
-        (".99", 0.99),
-        ("7.", 7.0),
-        ("0", 0.0),
-        ("12,34", 12.0),  # not a thousands group: the first number
-        ("-5", 5.0),  # a dash, not a sign: prices are never negative
-        ("", None),
-        ("abc", None),
-        ("$", None),
-        ("...", None),
-        (None, None),
-        (42, None),
-        ("9" * 400, None),  # overflows to inf: no usable price
-    ],
-)
-def test_parse_price(answer, expected):
-    value = parse_price(answer)
-    if expected is None:
-        assert value is None
-    else:
-        assert value == pytest.approx(expected)
 
 
 def test_finetune_configs_validate_and_name_bad_fields(tmp_path: Path):
@@ -95,7 +55,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def curated(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pricer.config import CurateConfig, DemoSourceConfig
+    from pricer.data.config import CurateConfig, DemoSourceConfig
     from pricer.data.curate import curate
 
     root = tmp_path_factory.mktemp("curated")
@@ -204,7 +164,7 @@ def _peaked_tiny_model():
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from pricer.llm.tokenizer import builtin_tokenizer
+    from pricer.data.tokenizer import builtin_tokenizer
 
     tokenizer = builtin_tokenizer()
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
@@ -217,7 +177,8 @@ def _peaked_tiny_model():
 
 
 def test_batched_left_padded_generation_equals_one_at_a_time(curated: Path):
-    from pricer.llm.inference import GenerationPredictor, build_prompt
+    from pricer.core.prompt import build_prompt
+    from pricer.llm.inference import GenerationPredictor
 
     model, tokenizer = _peaked_tiny_model()
     prompts = pd.read_parquet(curated / "test.parquet")["prompt"].head(10).tolist()
@@ -255,7 +216,7 @@ def test_run_finetune_registers_specialist_and_champion_prices_a_text(
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from pricer.llm.stage import run_finetune
+    from pricer.stages.specialist import run_finetune
 
     raw = yaml.safe_load(TINY_YAML.read_text())
     raw["training"].update({"max_steps": 16, "save_steps": 8, "eval_steps": 8})
@@ -289,13 +250,20 @@ def test_run_finetune_registers_specialist_and_champion_prices_a_text(
 
     mlflow.set_tracking_uri(mlflow_uri)
     champion = mlflow.pyfunc.load_model("models:/pricer-specialist@champion")
+    # The gate's score is what the registered adapter predicts when loaded, on the same 40 rows.
+    from pricer.core.metrics import compute_metrics
+    from pricer.core.schema import model_inputs
+
+    rows = pd.read_parquet(curated / "test.parquet").head(40)
+    loaded_mae = compute_metrics(rows["price"].tolist(), list(champion.predict(model_inputs(rows))))["mae"]
+    assert float(version.tags["pricer.mae"]) == pytest.approx(loaded_mae, rel=1e-12)
     assert champion.metadata.metadata["pricer.weights"] == "lora-adapter"
     assert champion.metadata.metadata["pricer.base_kind"] == "tiny"
     text = "Acme 55-inch 4K smart TV with HDR and three HDMI ports"
     price = champion.predict(pd.DataFrame({"text": [text]}))
     assert len(price) == 1 and math.isfinite(float(price[0]))
     # A deal's whole description is cut to the token budget the adapter was trained on.
-    from pricer.llm.pyfunc import prompts_from
+    from pricer.serving.specialist import prompts_from
 
     specialist = champion.unwrap_python_model()
     long_text = text + ". " + "Bright colours, deep blacks and a slim bezel for any living room. " * 200

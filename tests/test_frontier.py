@@ -23,28 +23,20 @@ import yaml
 from fake_openai import FakeOpenAI, rule_answer
 from mlflow.tracking import MlflowClient
 
-from pricer.config import ConfigError, CurateConfig, DemoSourceConfig, validate
+from pricer.core.config import validate
+from pricer.core.errors import ConfigError
+from pricer.data.config import CurateConfig, DemoSourceConfig
 from pricer.data.curate import curate
-from pricer.llm.frontier import (
-    FrontierAuthError,
-    FrontierClient,
-    FrontierConfig,
-    FrontierError,
-    build_messages,
-    load_frontier_config,
-    parse_price,
-)
-from pricer.llm.frontier_eval import NeighbourIndex, make_predictor, run_frontier_eval
-from pricer.llm.frontier_finetune import (
-    BudgetExceeded,
-    JobState,
-    check_budget,
-    job_key,
-    prepare_data,
-    run_finetune,
-    submit_job,
-    validate_chat_jsonl,
-)
+from pricer.core.parsing import find_price
+from pricer.frontier.client import FrontierClient
+from pricer.frontier.config import FrontierAuthError, FrontierConfig, FrontierError, load_frontier_config
+from pricer.frontier.finetune import BudgetExceeded, check_budget, prepare_data, validate_chat_jsonl
+from pricer.frontier.jobs import JobState, job_key, submit_job
+from pricer.frontier.messages import build_messages
+from pricer.models.neighbours import NeighbourIndex
+from pricer.serving.frontier import price_with_retrieval
+from pricer.stages.frontier import run_frontier_eval
+from pricer.stages.frontier_finetune import run_finetune
 
 REPO = Path(__file__).resolve().parents[1]
 KEY_ENV = "PRICER_TEST_FRONTIER_KEY"
@@ -105,7 +97,7 @@ def make_config(tmp_path: Path, server: FakeOpenAI, curated: Path, **overrides) 
 
 def expected_price(text: str, neighbours=(), model: str = "gpt-fake") -> float | None:
     """What the fake server's rules answer for an item, parsed: the ground truth of the plumbing."""
-    return parse_price(rule_answer(build_messages(text, neighbours), model))
+    return find_price(rule_answer(build_messages(text, neighbours), model))
 
 
 def cost_lines(path: Path) -> list[dict]:
@@ -118,29 +110,6 @@ def scan_for(secret: str, root: Path) -> list[Path]:
 
 
 # --------------------------------------------------------------------------- units
-
-
-@pytest.mark.parametrize(
-    ("answer", "price"),
-    [
-        ("Price is $1,299.99", 1299.99),
-        ("$45", 45.0),
-        ("$ 12.50", 12.5),
-        ("It costs about 30 dollars.", 30.0),
-        ("Model 3000 sells for $45.00", 45.0),
-        ("199", 199.0),
-        ("I'm sorry, I can't tell.", None),
-        ("N/A", None),
-        ("-5", None),
-        ("", None),
-        (None, None),
-        (float("nan"), None),
-        (float("inf"), None),
-        (7, 7.0),
-    ],
-)
-def test_parse_price(answer, price):
-    assert parse_price(answer) == price
 
 
 def test_configs_load_and_a_key_in_place_of_its_name_is_refused():
@@ -279,7 +248,7 @@ def test_retrieval_puts_similar_priced_items_in_the_prompt(tmp_path, server, cur
 
     client = FrontierClient(make_config(tmp_path, server, curated, k_neighbours=3, trace=False,
                                         cost_log=None))
-    prices = make_predictor(client, index, embedder)(test["text"].tolist())
+    prices = price_with_retrieval(client, test["text"].tolist(), index, embedder)
     # The fake answers the median of the example prices it is shown.
     assert prices == [float(f"{np.median([p for _, p in found]):.2f}") for found in neighbours]
 

@@ -9,12 +9,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pricer.baselines.features import EngineeredFeatures, parse_weight_pounds, row_keys, unit_features
-from pricer.baselines.models import MODEL_KINDS, MeanPrice, Stack, build_model
-from pricer.baselines.reference import REFERENCE_KINDS, course_weight_pounds
+from pricer.core.errors import ConfigError
 from pricer.data.demo import generate_catalog
+from pricer.models.classic import MeanPrice, MeanSpec, TfidfLRSpec
+from pricer.models.features import EngineeredFeatures, parse_weight_pounds, row_keys, unit_features
+from pricer.models.neighbours import KnnSpec
+from pricer.models.reference import course_weight_pounds
+from pricer.models.specs import SPEC_CLASSES, SPECS, model_spec
+from pricer.models.stack import Stack, StackSpec
 
-ALL_KINDS = sorted({**MODEL_KINDS, **REFERENCE_KINDS})
+ALL_KINDS = sorted(SPEC_CLASSES)
+
+
+def build_model(kind: str, **settings: object):
+    return model_spec({"kind": kind, **settings}).build()
+
 # Fewer trees where a kind's default size only buys accuracy: these tests check behaviour.
 SMALL = {"xgboost": {"n_estimators": 100}, "embed_rf": {"n_estimators": 20},
          "course_w2v_rf": {"n_estimators": 20}}
@@ -96,13 +105,14 @@ def test_stack_blends_on_the_val_rows_it_is_given_and_never_on_others(
     assert not set(stack.blend_keys_) & set(row_keys(splits["test"]))
     assert (stack.weights_ >= 0).all() and stack.weights_.sum() > 0
     with pytest.raises(ValueError, match="val"):
-        Stack().fit(splits["train"])
+        StackSpec().build().fit(splits["train"])
 
 
 class _Recorder(MeanPrice):
     """A member that notes the fingerprint of every row it is shown."""
 
-    def __init__(self) -> None:
+    def __init__(self, spec: MeanSpec) -> None:
+        super().__init__(spec)
         self.shown: set[str] = set()
 
     def fit(self, train: pd.DataFrame, val: pd.DataFrame | None = None) -> _Recorder:
@@ -115,22 +125,26 @@ class _Recorder(MeanPrice):
 
 
 def test_stack_members_see_train_and_val_rows_only(splits: dict[str, pd.DataFrame]) -> None:
-    recorder = _Recorder()
-    Stack(members=[recorder, "knn"]).fit(splits["train"], splits["val"])
+    recorder = _Recorder(MeanSpec()).fit(splits["train"])
+    StackSpec(members=["mean", "knn"]).build().reusing([recorder]).fit(splits["train"], splits["val"])
     assert recorder.shown == set(row_keys(splits["train"])) | set(row_keys(splits["val"]))
 
 
 def test_stack_keeps_prefitted_members_as_they_are(splits: dict[str, pd.DataFrame]) -> None:
-    member = MeanPrice().fit(splits["test"].assign(price=123.0))
-    stack = Stack(members=[member, "knn"]).fit(splits["train"], splits["val"])
+    member = MeanSpec().build().fit(splits["test"].assign(price=123.0))
+    stack = StackSpec(members=["mean", "knn"]).build().reusing([member]).fit(splits["train"], splits["val"])
     assert stack.models_[0] is member and member.mean_ == 123.0
 
 
-def test_stack_reuses_the_fitted_members_a_stage_names(splits: dict[str, pd.DataFrame]) -> None:
-    member = MeanPrice().fit(splits["train"])
-    stack = Stack(members=["mean", "knn"]).reusing({"mean": member, "tfidf_lr": object()})
-    assert stack.members == [member, "knn"]
-    assert stack.fit(splits["train"], splits["val"]).models_[0] is member
+def test_stack_reuses_a_fitted_member_only_when_its_settings_match(splits: dict[str, pd.DataFrame]) -> None:
+    mean = MeanSpec(name="the-mean").build().fit(splits["train"])  # a name is a label, not a setting
+    other_tfidf = TfidfLRSpec(alpha=9.0).build().fit(splits["train"])
+    unfitted_knn = KnnSpec().build()
+    spec = StackSpec(members=[{"kind": "mean"}, {"kind": "tfidf_lr"}, "knn"])
+    stack = Stack(spec).reusing([mean, other_tfidf, unfitted_knn]).fit(splits["train"], splits["val"])
+    assert stack.models_[0] is mean
+    assert stack.models_[1] is not other_tfidf and stack.models_[1].spec.alpha == 1.0
+    assert stack.models_[2] is not unfitted_knn and stack.models_[2].is_fitted
 
 
 def test_strong_models_learn_the_pricing_rule(
@@ -170,16 +184,36 @@ def test_a_boost_without_embeddings_never_embeds(
     def no_embedding(items: pd.DataFrame) -> np.ndarray:
         raise AssertionError("embedded")
 
-    monkeypatch.setattr("pricer.baselines.models.embed", no_embedding)
+    monkeypatch.setattr("pricer.models.boost.embed", no_embedding)
     boost = build_model("boost", embeddings=False, n_estimators=50, n_bags=1).fit(splits["train"])
-    assert _mae(boost, splits["test"]) < 0.7 * _mae(MeanPrice().fit(splits["train"]), splits["test"])
+    assert _mae(boost, splits["test"]) < 0.7 * _mae(MeanSpec().build().fit(splits["train"]), splits["test"])
     with pytest.raises(AssertionError, match="embedded"):
         build_model("boost", n_estimators=50, n_bags=1).fit(splits["train"])
 
 
 def test_unknown_kind_names_the_known_ones() -> None:
-    with pytest.raises(ValueError, match="course_bow_lr"):
+    with pytest.raises(ConfigError, match="course_bow_lr"):
         build_model("nope")
+
+
+@pytest.mark.parametrize(("spec", "field"), [
+    ({"kind": "boost", "kk": 30}, r"boost\.kk"),
+    ({"kind": "boost", "k": "thirty"}, r"boost\.k"),
+    ({"kind": "boost", "k": 0}, r"boost\.k"),
+    ({"kind": "stack", "members": [{"kind": "boost", "n_word": 5}]}, r"stack\.members\.0\.boost\.n_word"),
+    ({"kind": "stack", "members": ["stack"]}, r"stack\.members\.0"),  # a stack is no member of a stack
+])
+def test_a_misspelt_or_mistyped_setting_fails_at_load_and_names_the_field(spec: dict, field: str) -> None:
+    with pytest.raises(ConfigError, match=field):
+        model_spec(spec)
+
+
+def test_every_setting_of_every_kind_is_typed_and_described() -> None:
+    for spec in SPECS:
+        assert spec.__doc__, spec.__name__
+        for name, info in spec.model_fields.items():
+            if name != "kind":
+                assert info.description, f"{spec.__name__}.{name} has no description"
 
 
 @pytest.mark.parametrize("kind", ["boost", "xgboost", "embed_rf", "course_w2v_svr"])

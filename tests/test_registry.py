@@ -25,17 +25,8 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from sklearn.dummy import DummyRegressor
 
-from pricer.tracking.registry import (
-    ALREADY_CHAMPION,
-    CHALLENGER,
-    CHAMPION,
-    PROMOTED,
-    REJECTED,
-    champion_uri,
-    load_champion,
-    promote_if_better,
-    register_candidate,
-)
+from pricer.tracking.gate import ALREADY_CHAMPION, PROMOTED, REJECTED, promote_if_better
+from pricer.tracking.registry import CHALLENGER, CHAMPION, champion_uri, load_champion, register_candidate
 from pricer.tracking.runs import configure
 
 DIGEST = "d41d8cd98f00b204e9800998ecf8427e"

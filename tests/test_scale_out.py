@@ -17,7 +17,7 @@ import yaml
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from pricer.cli import app
+from pricer.apps.cli import app
 
 
 def _free_port() -> int:
@@ -136,7 +136,7 @@ def test_a_two_process_launch_trains_on_both_ranks_and_logs_and_registers_once(d
     assert CliRunner().invoke(app, ["curate"]).exit_code == 0
     launched = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "-m", "pricer.cli", "finetune", "--config", "configs/finetune/tiny.yaml"],
+         "-m", "pricer.apps.cli", "finetune", "--config", "configs/finetune/tiny.yaml"],
         cwd=dvc_workspace, env=dict(os.environ), capture_output=True, text=True, timeout=600,
     )
     output = launched.stdout + launched.stderr

@@ -20,7 +20,7 @@ from pricer.agents import logbuffer
 from pricer.agents.config import AgentsConfig
 from pricer.agents.deals import Deal, deal_text
 from pricer.agents.planner import Planner
-from pricer.config import CurateConfig, DemoSourceConfig
+from pricer.data.config import CurateConfig, DemoSourceConfig
 from pricer.data.curate import curate
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -75,7 +75,7 @@ def browser(tmp_path: Path):
 
 def embedder_or_none():
     try:
-        from pricer.embeddings import get_embedder
+        from pricer.models.embeddings import get_embedder
     except ImportError:
         return None
     return get_embedder()
@@ -88,14 +88,14 @@ def test_ui_shows_opportunities_live_log_prices_and_the_vector_store(
     from selenium.webdriver.support.ui import WebDriverWait
 
     from pricer.agents.vectorstore import ProductStore
-    from pricer.ui.app import build_app
+    from pricer.apps.ui import build_app
 
     monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
     curate(CurateConfig(source=DemoSourceConfig(n_items=300)), root=tmp_path)
     train = pd.read_parquet(tmp_path / "data" / "curated" / "train.parquet")
     test = pd.read_parquet(tmp_path / "data" / "curated" / "test.parquet")
     model = fit_text_regressor(train)
-    register_champion(model, train.head(2), "pricer-regressor", mae=40.0)
+    register_champion(model, "pricer-regressor", mae=40.0)
 
     def page(i: int, factor: float) -> DealPage:
         title, _, description = test.iloc[i]["text"].partition("\n")

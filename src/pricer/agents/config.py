@@ -14,7 +14,9 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from pricer.config import StrictModel, load_config
+from pricer.core.config import StrictModel, load_config
+from pricer.core.retry import RetrySettings
+from pricer.stages.ensemble import EnsembleConfig
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _URL = re.compile(r"^https?://[^\s/]+")
@@ -63,16 +65,16 @@ class ScannerConfig(StrictModel):
 
 
 class RegistryAgentConfig(StrictModel):
-    """An agent that prices with the ``@champion`` of one registered model."""
+    """An agent that prices with one registered model (its ``@champion``, or the version the ensemble pins)."""
 
-    model: str = Field(min_length=1)
+    model: str = Field(min_length=1, description="the registered model")
 
 
-class FrontierAgentConfig(StrictModel):
-    """The frontier model behind ``configs/frontier/<name>.yaml``, with similar products in the prompt."""
+class FrontierAgentConfig(RegistryAgentConfig):
+    """The frontier model: ``config`` is the endpoint the pipeline evaluates and registers as ``model``."""
 
-    config: Path | None = None  # None: no frontier agent
-    k_neighbours: int = Field(5, ge=0, le=50)
+    model: str = Field("pricer-frontier", min_length=1, description="the registered model")
+    config: Path | None = Field(None, description="a configs/frontier/*.yaml file (null: no frontier step)")
 
 
 class AgentsSection(StrictModel):
@@ -82,28 +84,12 @@ class AgentsSection(StrictModel):
 
 
 class VectorStoreConfig(StrictModel):
+    """The Chroma collection of the curated training products (the UI's map of the catalog)."""
+
     path: Path = Path("data/vectorstore")
     collection: str = Field("products", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{1,62}[A-Za-z0-9]$")
     source: Path = Path("data/curated/train.parquet")
-    batch_size: int = Field(256, gt=0)  # texts embedded (and written) per batch
-    max_text_chars: int = Field(1500, gt=0)  # of a neighbour's text shown in a prompt
-
-
-def _default_members() -> dict[str, str]:
-    return {"specialist": "pricer-specialist", "frontier": "pricer-frontier", "regressor": "pricer-regressor"}
-
-
-class EnsembleConfig(StrictModel):
-    """The combiner: weights fitted on the validation split, registered as ``registered_name``."""
-
-    registered_name: str = "pricer-ensemble"
-    # Member (agent) name -> the registered model its pyfunc loads. Generic: any set of names.
-    members: dict[str, str] = Field(default_factory=_default_members, min_length=1)
-    data_dir: Path = Path("data/curated")
-    reports_dir: Path = Path("reports")
-    max_val_items: int | None = Field(300, gt=0)  # validation rows the weights are fitted on (None: all)
-    max_test_items: int | None = Field(None, gt=0)  # test rows it is scored on (None: all)
-    register_model: bool = True  # register and run the promotion gate (False: fit and score only)
+    batch_size: int = Field(256, gt=0, description="texts embedded (and written) per batch")
 
 
 # --------------------------------------------------------------------------- planner, memory
@@ -122,20 +108,6 @@ class MemoryConfig(StrictModel):
 
 
 # --------------------------------------------------------------------------- messenger
-
-
-class RetrySettings(StrictModel):
-    timeout_s: float = Field(10.0, gt=0)
-    max_retries: int = Field(4, ge=0, le=20)
-    backoff_initial_s: float = Field(0.5, ge=0)
-    backoff_max_s: float = Field(30.0, ge=0)
-    max_retry_after_s: float = Field(60.0, ge=0)  # a longer Retry-After waits for the next cycle
-
-    @model_validator(mode="after")
-    def _backoff(self) -> RetrySettings:
-        if self.backoff_max_s < self.backoff_initial_s:
-            raise ValueError("backoff_max_s must be at least backoff_initial_s")
-        return self
 
 
 class WebhookConfig(RetrySettings):

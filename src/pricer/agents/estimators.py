@@ -1,15 +1,13 @@
-"""The price agents: each turns product texts into price estimates with one model family.
+"""The price agents: each prices product texts with one registered model, loaded as an MLflow pyfunc.
 
-- ``RegistryAgent``: the ``@champion`` of a registered model (``pricer-specialist``,
-  ``pricer-regressor``, or any other name), loaded as an MLflow pyfunc. The champion is looked
-  up every time the agent is asked whether it is ready, and reloaded when the alias moved.
-- ``FrontierAgent``: a frontier model behind an OpenAI-compatible endpoint
-  (``configs/frontier/*.yaml``) with the k most similar curated products and their prices in
-  the prompt, retrieved from the Chroma ``ProductStore``. The product text goes into the
-  prompt only inside a delimited data block (``untrusted_block``).
+What the agents serve is what the gate scored. When ``pricer-ensemble`` has a champion, the agents are
+its pinned members (``models:/pricer-regressor/3``, ...) and it supplies the weights
+(``registered_ensemble``); only before any ensemble is registered do they follow each member's current
+``@champion`` (``build_agents``), with equal weights. Every agent hands its model what the ensemble
+hands its members (``pricer.serving.ensemble.member_inputs``): the deal's text.
 
-An agent that cannot run (no champion registered, no endpoint configured, no API key) says
-so in one log line, is skipped, and says so again only if the reason changes.
+An agent that cannot run (no champion registered, a model that fails to load) says so in one log line,
+is skipped, and says so again only if the reason changes.
 """
 
 from __future__ import annotations
@@ -19,12 +17,14 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import pandas as pd
 
-from pricer.agents.deals import UNTRUSTED_SYSTEM_SUFFIX, untrusted_block
+from pricer.models.ensemble import EnsembleWeights
+from pricer.serving.ensemble import METADATA_MEMBERS, METADATA_WEIGHTS, member_inputs
+from pricer.tracking.registry import champion_uri
 
 log = logging.getLogger(__name__)
 
@@ -94,20 +94,25 @@ class _SkipLog:
 
 
 class RegistryAgent:
-    """Prices with the ``@champion`` of one registered model (a pyfunc taking texts)."""
+    """Prices with one registered model: a pinned version (``model_uri``), or the ``@champion`` of a name,
+    looked up each time the agent is asked whether it is ready and reloaded when the alias moved."""
 
-    def __init__(self, name: str, registered_name: str) -> None:
+    def __init__(self, name: str, registered_name: str | None = None, *, model_uri: str | None = None) -> None:
+        if (registered_name is None) == (model_uri is None):
+            raise ValueError("give a registered name or a pinned model URI, not both")
         self.name = name
         self.registered_name = registered_name
+        self.pinned = model_uri
         self.model_uri: str | None = None
         self._model: Any = None
         self._skip = _SkipLog(name)
 
-    def ready(self) -> bool:
-        from pricer.tracking.registry import champion_uri
+    def _wanted(self) -> str | None:
+        return self.pinned if self.pinned is not None else champion_uri(self.registered_name)
 
+    def ready(self) -> bool:
         try:
-            uri = champion_uri(self.registered_name)
+            uri = self._wanted()
         except Exception as error:  # noqa: BLE001 - the registry itself is unreachable: skip, say why
             return self._skip.skip(f"cannot read the model registry ({type(error).__name__}: {error})")
         if uri is None:
@@ -126,167 +131,62 @@ class RegistryAgent:
         return self._skip.ok(f"loaded {uri} in {time.perf_counter() - started:.1f} s")
 
     def estimate(self, texts: Sequence[str]) -> AgentResult:
-        import pandas as pd
-
         started = time.perf_counter()
         if self._model is None and not self.ready():
             return AgentResult(self.name, [math.nan] * len(texts), 0.0, error="not ready")
+        usage = getattr(self._model.unwrap_python_model(), "usage", None)
+        spent_before = _spent(usage)
         try:
-            values = self._model.predict(pd.DataFrame({"text": [str(text) for text in texts]}))
-            estimates = as_estimates(values, len(texts))
-            error = None
+            values = self._model.predict(member_inputs(pd.DataFrame({"text": [str(text) for text in texts]})))
+            estimates, error = as_estimates(values, len(texts)), None
         except Exception as exc:  # one agent failing leaves the others to price the deals
             log.exception("agent %s failed on %d items", self.name, len(texts))
             estimates, error = [math.nan] * len(texts), f"{type(exc).__name__}: {exc}"
-        return AgentResult(
-            self.name, estimates, time.perf_counter() - started, model=self.model_uri, error=error
-        )
+        spent = [after - before for after, before in zip(_spent(usage), spent_before, strict=True)]
+        return AgentResult(self.name, estimates, time.perf_counter() - started, model=self.model_uri,
+                           input_tokens=int(spent[0]), output_tokens=int(spent[1]), cost_usd=spent[2], error=error)
 
 
-class FrontierAgent:
-    """A frontier model with retrieval: similar curated products and their prices in the prompt."""
-
-    def __init__(
-        self,
-        name: str,
-        config_path: str | Path | None,
-        store: Any = None,
-        k_neighbours: int = 5,
-        neighbour_chars: int | None = 1500,
-        source: str | Path | None = None,
-    ) -> None:
-        self.name = name
-        self.config_path = Path(config_path) if config_path else None
-        self.store = store
-        self.k = k_neighbours
-        self.neighbour_chars = neighbour_chars
-        self.source = Path(source) if source else None
-        self.config: Any = None
-        self._synced = False
-        self._skip = _SkipLog(name)
-
-    @property
-    def model(self) -> str | None:
-        return None if self.config is None else f"{self.config.name}:{self.config.model}"
-
-    def ready(self) -> bool:
-        from pricer.llm.frontier import FrontierError, load_frontier_config, resolve_api_key
-
-        if self.config_path is None:
-            return self._skip.skip("no frontier endpoint configured (agents.frontier.config is null)")
-        if self.config is None:
-            try:
-                config = load_frontier_config(self.config_path)
-            except Exception as error:  # noqa: BLE001 - a missing or bad file: skip, say why
-                return self._skip.skip(str(error).splitlines()[0])
-            # The scraped text is data: the system prompt says so, the user prompt fences it.
-            self.config = config.model_copy(
-                update={"system_prompt": config.system_prompt + UNTRUSTED_SYSTEM_SUFFIX}
-            )
-        try:
-            resolve_api_key(self.config)  # only to check it is set; the client reads it again
-        except FrontierError as error:
-            return self._skip.skip(str(error))
-        if self.k and self.store is not None and not self._synced:
-            try:
-                if self.source is not None:
-                    self.store.sync(self.source)
-                self._synced = True
-            except Exception as error:  # noqa: BLE001 - price without neighbours rather than not at all
-                log.warning(
-                    "agent %s: the vector store could not be synced (%s); pricing without neighbours",
-                    self.name,
-                    error,
-                )
-                self._synced = True
-                self.k = 0
-        return self._skip.ok(
-            f"{self.config.name} ({self.config.model} at {self.config.base_url or 'api.openai.com'})"
-            f", {self.k} neighbours per prompt"
-        )
-
-    def neighbours(self, texts: Sequence[str]) -> list[list[tuple[str, float]]] | None:
-        if not self.k or self.store is None:
-            return None
-        return self.store.neighbours(list(texts), self.k, max_chars=self.neighbour_chars)
-
-    def estimate(self, texts: Sequence[str]) -> AgentResult:
-        from pricer.llm.frontier import FrontierClient
-
-        started = time.perf_counter()
-        if self.config is None and not self.ready():
-            return AgentResult(self.name, [math.nan] * len(texts), 0.0, error="not ready")
-        try:
-            neighbours = self._retrieve(texts)
-            client = FrontierClient(self.config)
-            prices = client.price_texts([untrusted_block(text) for text in texts], neighbours)
-            estimates = as_estimates(prices, len(texts))
-            totals = client.totals
-            return AgentResult(
-                self.name,
-                estimates,
-                time.perf_counter() - started,
-                model=self.model,
-                input_tokens=totals.input_tokens,
-                output_tokens=totals.output_tokens,
-                cost_usd=totals.cost_usd,
-                extra={
-                    "cache_hits": totals.cache_hits,
-                    "failed_calls": totals.failed_calls,
-                    "neighbours": self.k if neighbours else 0,
-                },
-            )
-        except Exception as exc:
-            log.exception("agent %s failed on %d items", self.name, len(texts))
-            return AgentResult(
-                self.name,
-                [math.nan] * len(texts),
-                time.perf_counter() - started,
-                model=self.model,
-                error=f"{type(exc).__name__}: {exc}",
-            )
-
-    def _retrieve(self, texts: Sequence[str]) -> list[list[tuple[str, float]]] | None:
-        if not self.k or self.store is None:
-            return None
-        import mlflow
-
-        if mlflow.get_current_active_span() is None:  # traced only inside a planner cycle's trace
-            return self.neighbours(texts)
-        with mlflow.start_span(name="vectorstore.neighbours", span_type="RETRIEVER") as span:
-            started = time.perf_counter()
-            found = self.neighbours(texts)
-            span.set_inputs({"items": len(texts), "k": self.k})
-            span.set_attributes({"latency_s": time.perf_counter() - started})
-            span.set_outputs({"neighbours": [len(item) for item in found or []]})
-            return found
+def _spent(usage: Any) -> tuple[float, float, float]:
+    """Tokens in, tokens out and dollars a model has spent so far (an API model keeps ``usage``)."""
+    if usage is None:
+        return 0.0, 0.0, 0.0
+    return float(usage.input_tokens), float(usage.output_tokens), float(usage.cost_usd)
 
 
-def build_agents(config: Any, *, store: Any = None) -> list[PriceAgent]:
-    """The agents ``configs/agents.yaml`` enables, in the order specialist, frontier, regressor."""
-    from pricer.agents.vectorstore import ProductStore
-
+def build_agents(config: Any) -> list[PriceAgent]:
+    """The agents ``configs/agents.yaml`` enables, following each member's current ``@champion``."""
     section = config.agents
     agents: list[PriceAgent] = []
     for name in ("specialist", "frontier", "regressor"):
-        if getattr(section, name) is None:
+        entry = getattr(section, name)
+        if entry is None:
             log.info("agent %s disabled: agents.%s is null in the config", name, name)
-    if section.specialist is not None:
-        agents.append(RegistryAgent("specialist", section.specialist.model))
-    if section.frontier is not None:
-        if store is None and section.frontier.k_neighbours:
-            vs = config.vectorstore
-            store = ProductStore(vs.path, vs.collection, batch_size=vs.batch_size)
-        agents.append(
-            FrontierAgent(
-                "frontier",
-                section.frontier.config,
-                store,
-                section.frontier.k_neighbours,
-                config.vectorstore.max_text_chars,
-                config.vectorstore.source,
-            )
-        )
-    if section.regressor is not None:
-        agents.append(RegistryAgent("regressor", section.regressor.model))
+        else:
+            agents.append(RegistryAgent(name, entry.model))
     return agents
+
+
+@dataclass(frozen=True)
+class RegisteredEnsemble:
+    """The ensemble champion: its URI, weights and pinned members, read from its MLmodel metadata."""
+
+    uri: str
+    weights: EnsembleWeights
+    members: dict[str, str]
+
+
+def registered_ensemble(registered_name: str = "pricer-ensemble") -> RegisteredEnsemble | None:
+    """The ``@champion`` of ``registered_name``, or None when there is none (or it names no members)."""
+    from mlflow.models import get_model_info
+
+    uri = champion_uri(registered_name)
+    if uri is None:
+        return None
+    metadata = get_model_info(uri).metadata or {}
+    weights, members = metadata.get(METADATA_WEIGHTS), metadata.get(METADATA_MEMBERS)
+    if not isinstance(weights, dict) or not isinstance(members, dict) or not members:
+        log.warning("%s names no pinned members in its metadata; ignoring it", uri)
+        return None
+    return RegisteredEnsemble(uri, EnsembleWeights({str(k): float(v) for k, v in weights.items()},
+                                                   f"registered:{uri}"), {str(k): str(v) for k, v in members.items()})

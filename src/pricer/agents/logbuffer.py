@@ -7,7 +7,7 @@ import threading
 from collections import deque
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
-_LOGGERS = ("pricer.agents", "pricer.llm.frontier")
+_LOGGERS = ("pricer.agents", "pricer.frontier")
 
 
 class LogBuffer(logging.Handler):

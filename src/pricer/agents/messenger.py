@@ -1,9 +1,9 @@
 """The messenger agent: delivers the memory's pending notifications through one notifier.
 
 The notifier is chosen by ``kind`` in ``configs/agents.yaml``: ``webhook`` (an HTTP POST of
-JSON), ``ntfy``, ``pushover`` or ``log``. Every HTTP notifier retries timeouts, dropped
-connections, 429 and 5xx with exponential backoff and jitter (honouring ``Retry-After``), and
-does not retry other 4xx. Secrets (a webhook's URL or token, an ntfy topic or token, the
+JSON), ``ntfy``, ``pushover`` or ``log``. Every HTTP notifier goes through the project's one
+retry policy (``pricer.core.retry``): timeouts, dropped connections, 429 and 5xx are retried with
+exponential backoff and jitter, honouring ``Retry-After``; other 4xx are not retried. Secrets (a webhook's URL or token, an ntfy topic or token, the
 Pushover keys) are read from the environment variables the config names, when the notifier
 is built, and never logged: errors name the host and the status, not the URL, and httpx's
 own request log (which prints full URLs) is held at WARNING.
@@ -14,7 +14,6 @@ it pending for the next cycle (see ``pricer.agents.memory``).
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import os
 import random
@@ -25,26 +24,27 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from pricer.agents.config import (
-    LogNotifierConfig,
-    NtfyConfig,
-    PushoverConfig,
-    RetrySettings,
-    WebhookConfig,
-)
+from pricer.agents.config import LogNotifierConfig, NtfyConfig, PushoverConfig, WebhookConfig
 from pricer.agents.deals import Opportunity
 from pricer.agents.memory import Memory
+from pricer.core.errors import ConfigError, RemoteAPIError
+from pricer.core.retry import (
+    RETRYABLE_STATUS,
+    Retryable,
+    RetrySettings,
+    attempts_made,
+    retry_after_s,
+    retrying,
+)
 
 log = logging.getLogger(__name__)
 
-RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
 
-
-class NotifierUnavailable(RuntimeError):
+class NotifierUnavailable(ConfigError):
     """The notifier cannot be built (an environment variable it needs is not set)."""
 
 
-class DeliveryError(RuntimeError):
+class DeliveryError(RemoteAPIError):
     """A notification was not delivered (after retries); the message holds no secret."""
 
 
@@ -117,56 +117,39 @@ class _HttpNotifier:
     def close(self) -> None:
         self._client.close()
 
-    def _backoff(self, attempt: int) -> float:
-        base = min(self.settings.backoff_max_s, self.settings.backoff_initial_s * (2 ** (attempt - 1)))
-        return self._rng.uniform(base / 2, base)
-
-    def _retry_after(self, response: httpx.Response) -> float | None:
-        raw = response.headers.get("retry-after")
-        if not raw:
-            return None
+    def _attempt(self, url: str, **kwargs: Any) -> httpx.Response:
         try:
-            return max(0.0, float(raw))
-        except ValueError:
-            parsed = email.utils.parsedate_to_datetime(raw)
-            return None if parsed is None else max(0.0, parsed.timestamp() - time.time())
+            response = self._client.post(url, **kwargs)
+        except httpx.TimeoutException:
+            raise Retryable(f"timeout after {self.settings.timeout_s:g} s") from None
+        except httpx.HTTPError as error:
+            raise Retryable(type(error).__name__) from None
+        if response.status_code < 300:
+            return response
+        status = f"HTTP {response.status_code}"
+        if response.status_code not in RETRYABLE_STATUS:
+            raise DeliveryError(f"{self.kind} to {_host(url)}: {status} (not retried)")
+        raise Retryable(status, retry_after_s(response.headers))
 
     def post(self, url: str, **kwargs: Any) -> httpx.Response:
         host = _host(url)
-        attempts = self.settings.max_retries + 1
-        last = "no attempt"
-        for attempt in range(1, attempts + 1):
-            delay: float | None = None
-            try:
-                response = self._client.post(url, **kwargs)
-            except httpx.TimeoutException:
-                last = f"timeout after {self.settings.timeout_s:g} s"
-            except httpx.HTTPError as error:
-                last = f"{type(error).__name__}"
-            else:
-                if response.status_code < 300:
-                    return response
-                last = f"HTTP {response.status_code}"
-                if response.status_code not in RETRYABLE:
-                    raise DeliveryError(f"{self.kind} to {host}: {last} (not retried)")
-                delay = self._retry_after(response)
-                if delay is not None and delay > self.settings.max_retry_after_s:
-                    raise DeliveryError(
-                        f"{self.kind} to {host}: {last}, retry after {delay:.0f} s (next cycle)"
-                    )
-            if attempt < attempts:
-                wait = delay if delay is not None else self._backoff(attempt)
-                log.info(
-                    "%s to %s: %s (attempt %d of %d); retrying in %.2f s",
-                    self.kind,
-                    host,
-                    last,
-                    attempt,
-                    attempts,
-                    wait,
-                )
-                self._sleep(wait)
-        raise DeliveryError(f"{self.kind} to {host}: {last} after {attempts} attempts")
+
+        def on_retry(error: Retryable, attempt: int, wait: float) -> None:
+            log.info("%s to %s: %s (attempt %d of %d); retrying in %.2f s", self.kind, host, error.reason, attempt,
+                     self.settings.max_retries + 1, wait)
+
+        retries = retrying(self.settings, sleep=self._sleep, rng=self._rng, on_retry=on_retry)
+        try:
+            for attempt in retries:
+                with attempt:
+                    return self._attempt(url, **kwargs)
+        except Retryable as error:
+            if error.retry_after is not None and error.retry_after > self.settings.max_retry_after_s:
+                raise DeliveryError(f"{self.kind} to {host}: {error.reason}, retry after {error.retry_after:.0f} s "
+                                    "(next cycle)") from None
+            raise DeliveryError(f"{self.kind} to {host}: {error.reason} after {attempts_made(retries)} attempts"
+                                ) from None
+        raise AssertionError("unreachable: the retry policy returns or raises")
 
 
 class WebhookNotifier(_HttpNotifier):

@@ -6,6 +6,9 @@ Every deal that got an estimate is remembered, so the next cycle's scan skips it
 opportunities and their pending notifications are written in the same transaction, then the
 messenger delivers whatever is pending, including what an earlier, interrupted cycle left.
 
+The agents and weights are those of the ``pricer-ensemble`` champion: its pinned members, so the
+estimates are the ones the gate scored (see ``pricer.agents.estimators``).
+
 Each cycle is one MLflow trace (``deals.cycle``) with a span for the scan, one per agent
 (latency, items answered, and tokens and cost when an API was called), one for the ensemble
 and one for the messenger.
@@ -19,9 +22,8 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,11 +32,13 @@ import numpy as np
 
 from pricer.agents.config import AgentsConfig, load_agents_config
 from pricer.agents.deals import Deal, Opportunity, deal_text, discount
-from pricer.agents.ensemble import EnsembleWeights, registered_weights
-from pricer.agents.estimators import AgentResult, PriceAgent, build_agents
+from pricer.agents.estimators import AgentResult, PriceAgent, RegistryAgent, build_agents, registered_ensemble
 from pricer.agents.memory import Memory
 from pricer.agents.messenger import Messenger
 from pricer.agents.scanner import Scanner
+from pricer.agents.tracing import annotate_agent, cycle_trace, flush_traces, rounded, step_span
+from pricer.models.ensemble import EnsembleWeights
+from pricer.tracking.runs import configure
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +89,13 @@ class Planner:
         messenger: Messenger | None = None,
         weights: EnsembleWeights | None = None,
     ) -> None:
-        from pricer.tracking.runs import configure
-
         self.config = config
         # The registry the agents read and the store the traces go to.
         self.experiment_id = configure(config.tracking.tracking_uri, config.tracking.experiment)
         self.scanner = scanner or Scanner(config.scanner, config.feeds)
-        self.agents = list(agents) if agents is not None else build_agents(config)
+        self._given_agents = list(agents) if agents is not None else None
+        self._followers = build_agents(config)  # before any ensemble is registered
+        self._pinned: dict[tuple[str, str], RegistryAgent] = {}
         self.memory = memory or Memory(config.memory.path)
         self.messenger = messenger or Messenger(
             config.messenger, max_age_s=config.memory.pending_max_age_hours * 3600
@@ -111,22 +115,31 @@ class Planner:
 
     # ---- estimating ---------------------------------------------------------------------------
 
-    def weights(self) -> EnsembleWeights:
-        """Fixed weights if given, else the ``pricer-ensemble`` champion's, else equal weights."""
-        if self._fixed_weights is not None:
-            return self._fixed_weights
-        try:
-            found = registered_weights(self.config.ensemble.registered_name)
-        except Exception as error:  # noqa: BLE001 - fall back to equal weights, say why
-            log.warning(
-                "ensemble weights could not be read from the registry (%s); using equal weights", error
-            )
-            found = None
-        return found or EnsembleWeights.equal([agent.name for agent in self.agents])
+    def pricing(self) -> tuple[list[PriceAgent], EnsembleWeights]:
+        """The agents and weights of this cycle: those given, else the ensemble champion's pinned members and
+        weights, else every member's current champion with equal weights."""
+        agents = self._given_agents
+        if agents is None:
+            try:
+                release = registered_ensemble(self.config.ensemble.registered_name)
+            except Exception as error:  # noqa: BLE001 - the registry is unreachable: follow the champions
+                log.warning("the ensemble champion could not be read (%s); pricing with each member's champion",
+                            error)
+                release = None
+            if release is not None:
+                agents = [self._pinned_agent(name, uri) for name, uri in release.members.items()]
+                return agents, self._fixed_weights or release.weights
+            agents = self._followers
+        return agents, self._fixed_weights or EnsembleWeights.equal([agent.name for agent in agents])
 
-    def ready_agents(self) -> tuple[list[PriceAgent], list[str]]:
+    def _pinned_agent(self, name: str, uri: str) -> RegistryAgent:
+        # Kept across cycles, so a pinned model loads once.
+        return self._pinned.setdefault((name, uri), RegistryAgent(name, model_uri=uri))
+
+    @staticmethod
+    def ready_agents(agents: Sequence[PriceAgent]) -> tuple[list[PriceAgent], list[str]]:
         ready, skipped = [], []
-        for agent in self.agents:
+        for agent in agents:
             try:
                 ok = agent.ready()
             except Exception:
@@ -136,8 +149,8 @@ class Planner:
         return ready, skipped
 
     def estimate(self, texts: Sequence[str], *, traced: bool = False) -> Estimate:
-        agents, skipped = self.ready_agents()
-        weights = self.weights()
+        candidates, weights = self.pricing()
+        agents, skipped = self.ready_agents(candidates)
         texts = list(texts)
         if self.config.planner.parallel_agents and len(agents) > 1:
             # Each agent in its own thread, in a copy of this context so its span nests under the cycle's.
@@ -150,7 +163,7 @@ class Planner:
         else:
             done = [self._run_agent(agent, texts, traced) for agent in agents]
         results = {result.name: result for result in done}
-        with self._span("ensemble", "CHAIN", traced) as span:
+        with step_span("ensemble", "CHAIN", traced) as span:
             combined = (
                 weights.combine({name: r.estimates for name, r in results.items()})
                 if results
@@ -166,10 +179,10 @@ class Planner:
         return Estimate(results, combined, weights, skipped)
 
     def _run_agent(self, agent: PriceAgent, texts: list[str], traced: bool) -> AgentResult:
-        with self._span(f"agent.{agent.name}", "AGENT", traced) as span:
+        with step_span(f"agent.{agent.name}", "AGENT", traced) as span:
             result = agent.estimate(texts)
             if span is not None:
-                _annotate_agent(span, result, len(texts))
+                annotate_agent(span, result, len(texts))
         log.info(
             "agent %s priced %d of %d items in %.2f s%s",
             agent.name,
@@ -201,7 +214,7 @@ class Planner:
             cycle_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
             started = time.perf_counter()
             report = CycleReport(cycle_id)
-            with self._trace(cycle_id) as root:
+            with cycle_trace(self.config, self.experiment_id, cycle_id) as root:
                 try:
                     self._cycle(report, root is not None)
                 finally:
@@ -223,7 +236,7 @@ class Planner:
                             }
                         )
                         root.set_attributes({"cycle_id": cycle_id, "seconds": report.seconds})
-            self._flush_traces()
+            flush_traces(self.config)
             log.info(
                 "cycle %s: %d deals, %d priced, %d new opportunities, %d notified in %.1f s",
                 cycle_id,
@@ -238,7 +251,7 @@ class Planner:
     def _cycle(self, report: CycleReport, traced: bool) -> None:
         settings = self.config.planner
         clock = time.perf_counter()
-        with self._span("scanner", "TOOL", traced) as span:
+        with step_span("scanner", "TOOL", traced) as span:
             deals, scan = self.scanner.scan(known=self.memory.known_keys())
             report.scan = scan.as_dict()
             if span is not None:
@@ -272,7 +285,7 @@ class Planner:
                 off = discount(deal.price, value)
                 if value >= settings.min_estimate_usd and off > settings.discount_threshold:
                     per_agent = {
-                        name: _or_none(result.estimates[i]) for name, result in estimate.results.items()
+                        name: rounded(result.estimates[i]) for name, result in estimate.results.items()
                     }
                     opportunities.append(Opportunity(deal=deal, estimate=value, estimates=per_agent))
                 else:
@@ -285,7 +298,7 @@ class Planner:
 
         report.timings["estimate"] = time.perf_counter() - clock
         clock = time.perf_counter()
-        with self._span("memory", "TOOL", traced) as span:
+        with step_span("memory", "TOOL", traced) as span:
             new = self.memory.record_cycle(
                 report.cycle_id, priced, opportunities, notifier=self.messenger.kind
             )
@@ -313,72 +326,13 @@ class Planner:
 
         report.timings["memory"] = time.perf_counter() - clock
         clock = time.perf_counter()
-        with self._span("messenger", "TOOL", traced) as span:
+        with step_span("messenger", "TOOL", traced) as span:
             delivery = self.messenger.deliver(self.memory)
             report.delivery = delivery.as_dict()
             if span is not None:
                 span.set_attributes({"kind": self.messenger.kind, "latency_s": delivery.seconds})
                 span.set_outputs(report.delivery)
         report.timings["messenger"] = time.perf_counter() - clock
-
-    # ---- tracing ------------------------------------------------------------------------------
-
-    @contextmanager
-    def _trace(self, cycle_id: str) -> Iterator[Any]:
-        if not self.config.tracking.trace:
-            yield None
-            return
-        import mlflow
-
-        mlflow.set_experiment(experiment_id=self.experiment_id)
-        with mlflow.start_span(name="deals.cycle", span_type="CHAIN") as span:
-            span.set_inputs(
-                {
-                    "cycle_id": cycle_id,
-                    "feeds": len(self.config.feeds),
-                    "threshold": self.config.planner.discount_threshold,
-                }
-            )
-            mlflow.update_current_trace(tags={"pricer.cycle_id": cycle_id, "pricer.component": "deals"})
-            yield span
-
-    def _span(self, name: str, span_type: str, traced: bool) -> Any:
-        if not traced:
-            return nullcontext(None)
-        import mlflow
-
-        return mlflow.start_span(name=name, span_type=span_type)
-
-    def _flush_traces(self) -> None:
-        if not self.config.tracking.trace:
-            return
-        try:
-            import mlflow
-
-            mlflow.flush_trace_async_logging()
-        except Exception:  # flushing is best effort: the trace is already handed to MLflow
-            log.debug("trace flush failed", exc_info=True)
-
-
-def _annotate_agent(span: Any, result: AgentResult, n: int) -> None:
-    span.set_inputs({"items": n, "model": result.model})
-    attributes: dict[str, Any] = {"latency_s": result.latency_s, "answered": result.answered, "items": n}
-    if result.model:
-        attributes["model"] = result.model
-    if result.input_tokens or result.output_tokens or result.cost_usd:
-        # Plain attributes: the client's own CHAT_MODEL spans carry the usage MLflow sums per trace.
-        attributes.update(
-            {
-                "input_tokens": result.input_tokens,
-                "output_tokens": result.output_tokens,
-                "cost_usd": result.cost_usd,
-            }
-        )
-    if result.error:
-        attributes["error"] = result.error
-    attributes.update({f"extra.{k}": v for k, v in result.extra.items()})
-    span.set_attributes(attributes)
-    span.set_outputs({"estimates": [_or_none(v) for v in result.estimates]})
 
 
 def _agent_summary(result: AgentResult) -> dict[str, Any]:
@@ -393,12 +347,8 @@ def _agent_summary(result: AgentResult) -> dict[str, Any]:
     }
 
 
-def _or_none(value: float) -> float | None:
-    return None if value is None or not math.isfinite(value) else round(float(value), 2)
-
-
 def _first(values: Sequence[float]) -> float | None:
-    return _or_none(values[0]) if len(values) else None
+    return rounded(values[0]) if len(values) else None
 
 
 def run_cycle(config_path: str | Path = "configs/agents.yaml") -> CycleReport:

@@ -6,40 +6,34 @@ skipped (read = deals + skipped, per reason). Deals already in memory are skippe
 page is fetched. Pages are fetched concurrently with one pooled ``httpx.Client``, each under a
 timeout and a byte limit.
 
+Feeds are read by feedparser; prices by the project's one amount parser (``pricer.core.parsing``).
 The offered price comes from the page's structured data (schema.org ``Offer`` in JSON-LD, then
-``product:price:amount`` meta tags, then ``itemprop="price"``), and only then from a ``$``
+``product:price:amount`` meta tags, then ``itemprop="price"``), and only then from a dollar
 amount in the deal's title. Free text in a description is never read as the price, so a page
 cannot talk its way into a different price; it can only change its own description.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import time
-import xml.etree.ElementTree as ET
+import xml.sax
 from collections import Counter
-from collections.abc import Container, Iterator, Sequence
+from collections.abc import Container, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
+import feedparser
 import httpx
 from pydantic import ValidationError
 
 from pricer.agents.config import FeedConfig, ScannerConfig
-from pricer.agents.deals import Deal, canonical_url, clean_text, deal_key
+from pricer.agents.deals import Deal, canonical_url, deal_key
+from pricer.agents.pages import extract_page, html_to_text
 
 log = logging.getLogger(__name__)
-
-_DOLLARS = re.compile(r"\$\s?(\d{1,3}(?:,\d{3})+|\d+)(\.\d{1,2})?(?!\d)")
-_NUMBER = re.compile(r"^\s*\$?\s*(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?\s*$")
-_PRICE_META = ("product:price:amount", "og:price:amount", "price")
-_SKIPPED_TAGS = frozenset({"script", "style", "noscript", "template", "svg", "head"})
-_MAX_BODY_CHARS = 8000
 
 
 class FetchError(Exception):
@@ -94,232 +88,25 @@ def _site(url: str) -> str:
     return host.removeprefix("www.")
 
 
-def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1].lower()
-
-
-def _child_text(element: ET.Element, *names: str) -> str:
-    for child in element:
-        if _local(child.tag) in names:
-            return "".join(child.itertext()).strip()
-    return ""
-
-
-def _atom_link(element: ET.Element) -> str:
-    fallback = ""
-    for child in element:
-        if _local(child.tag) == "link":
-            href = child.get("href") or (child.text or "").strip()
-            if child.get("rel", "alternate") == "alternate" and href:
-                return href
-            fallback = fallback or href
-    return fallback
-
-
-def parse_feed(xml: bytes, feed: str, base_url: str = "") -> list[FeedEntry]:
+def parse_feed(body: bytes, feed: str, base_url: str = "") -> list[FeedEntry]:
     """RSS 2.0, RSS 1.0 (RDF) or Atom bytes -> entries. Raises ``FetchError('feed_malformed', ...)``.
 
-    ElementTree never fetches external entities, and the expat it ships with refuses entity
-    expansion bombs, so a hostile feed costs at most its own size.
+    feedparser resolves relative links against ``base_url``, never fetches external entities and
+    strips scripts from summaries; what is not well-formed XML, or not a feed, is refused whole.
     """
-    try:
-        root = ET.fromstring(xml)
-    except ET.ParseError as error:
-        raise FetchError("feed_malformed", f"not well-formed XML ({error})") from None
-    if _local(root.tag) not in ("rss", "rdf", "feed"):
-        raise FetchError("feed_malformed", f"root element <{_local(root.tag)}> is not rss, rdf or feed")
+    parsed = feedparser.parse(body, response_headers={"content-type": "application/xml",
+                                                     "content-location": base_url})
+    if parsed.bozo and isinstance(parsed.get("bozo_exception"), xml.sax.SAXException):
+        raise FetchError("feed_malformed", f"not well-formed XML ({parsed.bozo_exception})")
+    if not parsed.version:
+        raise FetchError("feed_malformed", "not an RSS or Atom feed")
     entries = []
-    for element in root.iter():
-        kind = _local(element.tag)
-        if kind not in ("item", "entry"):
-            continue
-        link = _child_text(element, "link") if kind == "item" else _atom_link(element)
-        if kind == "item" and not link:
-            guid = next((c for c in element if _local(c.tag) == "guid"), None)
-            if guid is not None and guid.get("isPermaLink", "true") != "false":
-                link = (guid.text or "").strip()
-        entries.append(
-            FeedEntry(
-                feed=feed,
-                title=_child_text(element, "title"),
-                link=urljoin(base_url, link) if link else "",
-                summary=html_to_text(_child_text(element, "description", "summary", "content", "encoded")),
-            )
-        )
+    for entry in parsed.entries:
+        content = entry.get("content") or [{}]
+        summary = entry.get("summary") or content[0].get("value") or ""
+        entries.append(FeedEntry(feed=feed, title=str(entry.get("title") or "").strip(),
+                                 link=str(entry.get("link") or ""), summary=html_to_text(summary)))
     return entries
-
-
-class _PageParser(HTMLParser):
-    """Collects what a deal page says about itself: title, meta tags, JSON-LD, itemprop price, text."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.title = ""
-        self.meta: dict[str, str] = {}
-        self.json_ld: list[str] = []
-        self.itemprop_price: str | None = None
-        self.text: list[str] = []
-        self._text_chars = 0
-        self._stack: list[str] = []
-        self._in_title = False
-        self._in_json_ld = False
-        self._json_buffer: list[str] = []
-        self._price_capture = False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        values = {key.lower(): (value or "") for key, value in attrs}
-        if tag == "meta":
-            name = (values.get("property") or values.get("name") or values.get("itemprop") or "").lower()
-            if name and "content" in values and name not in self.meta:
-                self.meta[name] = values["content"]
-            return
-        if values.get("itemprop", "").lower() == "price" and self.itemprop_price is None:
-            if values.get("content"):
-                self.itemprop_price = values["content"]
-            else:
-                self._price_capture = True
-        if tag in ("br", "img", "input", "hr", "link", "source", "wbr"):
-            return
-        self._stack.append(tag)
-        if tag == "title":
-            self._in_title = True
-        elif tag == "script" and values.get("type", "").lower() == "application/ld+json":
-            self._in_json_ld = True
-            self._json_buffer = []
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "title":
-            self._in_title = False
-        if tag == "script" and self._in_json_ld:
-            self._in_json_ld = False
-            self.json_ld.append("".join(self._json_buffer))
-        if tag in self._stack:
-            while self._stack and self._stack.pop() != tag:
-                pass
-        if tag in ("p", "div", "li", "h1", "h2", "h3", "tr", "section", "article"):
-            self._add_text("\n")
-
-    def handle_data(self, data: str) -> None:
-        if self._in_json_ld:
-            self._json_buffer.append(data)
-            return
-        if self._in_title:
-            self.title += data
-            return
-        if self._price_capture and data.strip():
-            self.itemprop_price = data.strip()
-            self._price_capture = False
-        if not any(tag in _SKIPPED_TAGS for tag in self._stack):
-            self._add_text(data)
-
-    def _add_text(self, data: str) -> None:
-        if self._text_chars < _MAX_BODY_CHARS:
-            self.text.append(data)
-            self._text_chars += len(data)
-
-
-def html_to_text(html: str) -> str:
-    if "<" not in html:
-        return clean_text(html)
-    parser = _PageParser()
-    try:
-        parser.feed(html)
-        parser.close()
-    except Exception:  # noqa: BLE001 - html.parser is lenient; what it still chokes on is not text
-        return clean_text(re.sub(r"<[^>]+>", " ", html))
-    return clean_text("".join(parser.text))
-
-
-def parse_amount(value: Any) -> float | None:
-    """A price as JSON-LD or a meta tag states it (``19.99``, ``"1,299.00"``, ``"$45"``) -> float."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int | float):
-        return float(value) if value > 0 else None
-    match = _NUMBER.match(str(value))
-    if match is None:
-        return None
-    amount = float(match.group(1).replace(",", "") + (match.group(2) or ""))
-    return amount if amount > 0 else None
-
-
-def _offers(node: Any) -> Iterator[Any]:
-    """Every schema.org offer-ish mapping in a JSON-LD document, depth first."""
-    if isinstance(node, list):
-        for item in node:
-            yield from _offers(item)
-    elif isinstance(node, dict):
-        kind = node.get("@type")
-        kinds = {str(k).lower() for k in (kind if isinstance(kind, list) else [kind])}
-        if kinds & {"offer", "aggregateoffer"} or "price" in node or "lowprice" in node:
-            yield node
-        for key in ("offers", "@graph", "mainEntity", "itemOffered"):
-            if key in node:
-                yield from _offers(node[key])
-
-
-def _json_ld_price(documents: Sequence[str]) -> float | None:
-    for raw in documents:
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            continue
-        for offer in _offers(data):
-            currency = str(offer.get("priceCurrency") or "USD").upper()
-            if currency != "USD":
-                continue
-            for key in ("price", "lowPrice"):
-                if (amount := parse_amount(offer.get(key))) is not None:
-                    return amount
-    return None
-
-
-def _dollars_in(text: str) -> float | None:
-    match = _DOLLARS.search(text or "")
-    if match is None:
-        return None
-    return parse_amount(match.group(1) + (match.group(2) or ""))
-
-
-@dataclass(frozen=True)
-class PageInfo:
-    title: str
-    description: str
-    price: float | None
-    price_source: str | None
-
-
-def extract_page(html: str, entry: FeedEntry | None = None) -> PageInfo:
-    """A deal page (and its feed entry) -> title, description and the offered price, if stated."""
-    parser = _PageParser()
-    try:
-        parser.feed(html)
-        parser.close()
-    except Exception:  # a page html.parser cannot finish still gave us what it read so far
-        log.debug("html parser stopped early", exc_info=True)
-    meta = parser.meta
-    entry_title = entry.title if entry else ""
-    title = clean_text(entry_title or meta.get("og:title") or parser.title)
-    description = clean_text(
-        meta.get("og:description")
-        or meta.get("description")
-        or (entry.summary if entry else "")
-        or "".join(parser.text)
-    )
-    candidates: list[tuple[str, float | None]] = [
-        ("json-ld", _json_ld_price(parser.json_ld)),
-        ("meta", next((parse_amount(meta[name]) for name in _PRICE_META if name in meta), None)),
-        ("itemprop", parse_amount(parser.itemprop_price)),
-        ("title", _dollars_in(entry_title)),
-        ("page-title", _dollars_in(meta.get("og:title") or parser.title)),
-    ]
-    for source, price in candidates:
-        if price is not None:
-            return PageInfo(title, description, price, source)
-    return PageInfo(title, description, None, None)
-
-
-# --------------------------------------------------------------------------- the agent
 
 
 class Scanner:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pricer.tracking.runs import file_digest
+from pricer.core.files import file_digest
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ _SYNC_META = "pricer_source_digest"
 
 
 def default_embedder() -> Any:
-    from pricer.embeddings import get_embedder
+    from pricer.models.embeddings import get_embedder
 
     return get_embedder()
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -22,13 +22,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from pricer.config import BalanceConfig, CurateConfig, JsonlSourceConfig
+from pricer.core.files import atomic_write_json, file_digest, staged_file
+from pricer.core.prompt import build_prompt, completion
+from pricer.core.schema import SPLITS
+from pricer.data.config import BalanceConfig, CurateConfig, JsonlSourceConfig
 from pricer.data.records import Product, Reason, Rejection, decode_line, has_broken_encoding, parse_record
 from pricer.data.sources import RawRecord, read_source
-from pricer.data.split import SPLITS, assign_split, item_id, unit_hash
-from pricer.data.text import FULL_TEXT_CHARS, completion, product_text, test_prompt
-from pricer.llm.tokenizer import load_tokenizer, truncate_to_tokens
-from pricer.tracking.runs import file_digest
+from pricer.data.split import assign_split, item_id, unit_hash
+from pricer.data.text import FULL_TEXT_CHARS, product_text
+from pricer.data.tokenizer import load_tokenizer, truncate_to_tokens
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +189,7 @@ class Curator:
                     "price": product.price,
                     "text": text,
                     "full_text": product_text(product, FULL_TEXT_CHARS),
-                    "prompt": test_prompt(text),
+                    "prompt": build_prompt(text),
                     "completion": completion(product.price),
                     "token_count": count,
                     "details": json.dumps(product.details, ensure_ascii=False, sort_keys=True, default=str),
@@ -220,44 +222,40 @@ def _quarantine_line(rejection: Rejection) -> str:
     return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-def _staging(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
-
-
 def curate(config: CurateConfig, root: Path | None = None, records: Iterable[RawRecord] | None = None) -> dict[str, Any]:
-    """Run the stage; outputs appear only when complete (written aside, then renamed into place)."""
+    """Run the stage; outputs appear only when complete (written aside, then renamed into place), and a
+    run that fails leaves the previous outputs and no staging file behind."""
     root = root or Path.cwd()
     out_dir, quarantine_path, report_path = (root / p for p in (config.output_dir, config.quarantine_path,
                                                                    config.report_path))
-    for folder in (out_dir, quarantine_path.parent, report_path.parent):
-        folder.mkdir(parents=True, exist_ok=True)
     targets = {name: out_dir / f"{name}.parquet" for name in SPLITS}
     curator = Curator(config)
-    writers = {name: pq.ParquetWriter(_staging(path), SCHEMA, compression="zstd") for name, path in targets.items()}
-    try:
-        with open(_staging(quarantine_path), "w", encoding="utf-8") as quarantine:
-            stream = records if records is not None else read_source(config.source)
-            progress = tqdm(desc="curate", unit=" records", mininterval=2.0, disable=None)
-            for batch in _batches(stream, config.batch_size):
-                rows, rejections = curator.process(batch)
-                for name, split_rows in rows.items():
-                    if split_rows:
-                        writers[name].write_table(pa.Table.from_pylist(split_rows, schema=SCHEMA))
-                quarantine.writelines(_quarantine_line(r) + "\n" for r in rejections)
-                progress.update(len(batch))
-            progress.close()
-    finally:
-        for writer in writers.values():
-            writer.close()
+    stream = records if records is not None else read_source(config.source)
+    with ExitStack() as outputs:
+        staged = {name: outputs.enter_context(staged_file(path)) for name, path in targets.items()}
+        quarantine_staged = outputs.enter_context(staged_file(quarantine_path))
+        writers = {name: pq.ParquetWriter(staged[name], SCHEMA, compression="zstd") for name in targets}
+        try:
+            with open(quarantine_staged, "w", encoding="utf-8") as quarantine:
+                progress = tqdm(desc="curate", unit=" records", mininterval=2.0, disable=None)
+                for batch in _batches(stream, config.batch_size):
+                    rows, rejections = curator.process(batch)
+                    for name, split_rows in rows.items():
+                        if split_rows:
+                            writers[name].write_table(pa.Table.from_pylist(split_rows, schema=SCHEMA))
+                    quarantine.writelines(_quarantine_line(r) + "\n" for r in rejections)
+                    progress.update(len(batch))
+                progress.close()
+        finally:
+            for writer in writers.values():
+                writer.close()
+        curator.report.check_balanced()
     report = curator.report
-    report.check_balanced()
     for name, path in targets.items():
-        _staging(path).replace(path)
         report.outputs[f"{name}.parquet"] = file_digest(path)
-    _staging(quarantine_path).replace(quarantine_path)
     report.outputs["quarantine.jsonl"] = file_digest(quarantine_path)
     summary = report.to_dict()
-    report_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(report_path, summary)
     log.info("curated %d of %d records (%d rejected)", report.kept, report.read, summary["rejected"])
     return summary
 

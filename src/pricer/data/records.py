@@ -8,12 +8,13 @@ same way.
 from __future__ import annotations
 
 import json
-import math
 import re
-from itertools import islice
 from dataclasses import dataclass, field
 from enum import StrEnum
+from itertools import islice
 from typing import Any
+
+from pricer.core.parsing import parse_amount
 
 try:
     import orjson
@@ -63,7 +64,8 @@ class Product:
 UNKNOWN_CATEGORY = "Unknown"
 # Mojibake left by UTF-8 bytes decoded as cp1252/latin-1, and the replacement character.
 _MOJIBAKE = re.compile("\ufffd|Ã[\u0080-\u00bf]|â€|Â[\u00a0-\u00bf]")
-_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+# How sources write "no price": read as a missing price, not as a price that failed to parse.
+_ABSENT_PRICES = frozenset({"", "none", "null", "nan", "-", "—"})
 _CATEGORY_SEPARATORS = re.compile(r"[\s_]+")
 
 
@@ -82,25 +84,14 @@ def decode_line(raw: bytes | str, origin: str) -> Any | Rejection:
 
 
 def parse_price(value: Any) -> float | None | Rejection:
-    """A price as the sources write it: a number, "$1,299.99", "None", or missing (-> None)."""
-    if value is None or isinstance(value, bool):
+    """A record's price: dollars, None when absent ("None", "null", ""), or a Rejection when it is not one
+    non-negative US amount (a range, prose, another currency: guessing would train on noise)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in _ABSENT_PRICES):
         return None
-    if isinstance(value, int | float):
-        number = float(value)
-    elif isinstance(value, str):
-        text = value.strip().replace(",", "").replace("$", "").replace("US", "").strip()
-        if text in {"", "None", "null", "nan", "NaN", "-", "—"}:
-            return None
-        numbers = _NUMBER.findall(text)
-        # A range ("10.99 - 24.99") or prose is not one price: guessing would train on noise.
-        if len(numbers) != 1 or _NUMBER.fullmatch(text) is None:
-            return Rejection(Reason.UNPARSEABLE_PRICE, f"price {value!r} is not one number", "")
-        number = float(numbers[0])
-    else:
-        return Rejection(Reason.UNPARSEABLE_PRICE, f"price has type {type(value).__name__}", "")
-    if not math.isfinite(number):
-        return Rejection(Reason.UNPARSEABLE_PRICE, f"price {value!r} is not finite", "")
-    return number
+    amount = parse_amount(value)
+    if amount is None:
+        return Rejection(Reason.UNPARSEABLE_PRICE, f"price {str(value)[:80]!r} is not one amount in dollars", "")
+    return amount
 
 
 def _strings(value: Any) -> tuple[str, ...]:

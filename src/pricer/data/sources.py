@@ -13,14 +13,11 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from pricer.config import DemoSourceConfig, HFSourceConfig, JsonlSourceConfig, SourceConfig
+from pricer.core.errors import SourceError
+from pricer.data.config import DemoSourceConfig, HFSourceConfig, JsonlSourceConfig, SourceConfig
 
 RawRecord = tuple[str, Any]
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".ndjson")
-
-
-class SourceError(RuntimeError):
-    """A source that cannot be read at all (a missing file, an unreachable hub)."""
 
 
 def _expand(paths: list[Path]) -> list[Path]:
@@ -35,6 +32,12 @@ def _expand(paths: list[Path]) -> list[Path]:
     if not files:
         raise SourceError(f"jsonl source: no {', '.join(JSONL_SUFFIXES)} files under {[str(p) for p in paths]}")
     return files
+
+
+def check_source(config: SourceConfig) -> None:
+    """Fail now, with a SourceError naming the path, if a local source has nothing to read."""
+    if isinstance(config, JsonlSourceConfig):
+        _expand(config.paths)
 
 
 def read_jsonl(config: JsonlSourceConfig) -> Iterator[RawRecord]:
@@ -66,7 +69,7 @@ def read_hf(config: HFSourceConfig) -> Iterator[RawRecord]:
         url = f"hf://datasets/{config.dataset}{revision}/raw/meta_categories/meta_{category}.jsonl"
         try:
             dataset = load_dataset("json", data_files=url, split="train", streaming=config.streaming)
-        except Exception as error:  # noqa: BLE001 - the hub's errors have no common base
+        except Exception as error:
             raise SourceError(f"hf source: cannot load raw_meta_{category} from {config.dataset}: {error}") from error
         for number, record in enumerate(islice(dataset, config.limit_per_category), start=1):
             yield f"raw_meta_{category}:{number}", record

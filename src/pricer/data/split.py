@@ -9,10 +9,9 @@ from __future__ import annotations
 import hashlib
 import re
 
-from pricer.config import SplitConfig
+from pricer.data.config import SplitConfig
 
 _SPACE = re.compile(r"\s+")
-SPLITS = ("train", "val", "test")
 
 
 def item_id(title: str, brand: str | None) -> str:

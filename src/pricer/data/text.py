@@ -1,5 +1,4 @@
-"""Product text: assemble title/features/description/details, strip boilerplate and part numbers,
-and build the prompts the language models see."""
+"""Product text: assemble title/features/description/details, strip boilerplate and part numbers."""
 
 from __future__ import annotations
 
@@ -8,7 +7,6 @@ import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
-from pricer.config import PROMPT_ANSWER_PREFIX, PROMPT_QUESTION
 from pricer.data.records import Product
 
 # The most text a price model reads: a deal's cap too, so training and serving see alike lengths.
@@ -64,11 +62,3 @@ def product_text(product: Product, max_chars: int | None = None) -> str:
     """The cleaned text a model prices. ``max_chars`` cuts the raw text first: cleaning only
     shortens text, and most descriptions run far past any token budget."""
     return scrub(raw_text(product)[:max_chars])
-
-
-def test_prompt(text: str) -> str:
-    return f"{PROMPT_QUESTION}\n\n{text}\n\n{PROMPT_ANSWER_PREFIX}"
-
-
-def completion(price: float) -> str:
-    return f"{price:.0f}.00"

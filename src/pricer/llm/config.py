@@ -19,7 +19,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from pricer.config import DEFAULT_MAX_TEXT_TOKENS, StrictModel, load_config
+from pricer.core.config import StrictModel, load_config
+from pricer.data.config import DEFAULT_MAX_TEXT_TOKENS
 
 DEFAULT_REGISTERED_NAME = "pricer-specialist"
 

@@ -1,6 +1,6 @@
-"""Pricing with a causal LM: batched greedy generation, a robust price parser and a
-probability-weighted estimator. Both predictors map prompts to prices (None when the answer has
-no usable number), so either one is a harness ``Predictor`` over the ``prompt`` column.
+"""Pricing with a causal LM: batched greedy generation, read by the project's one answer parser
+(``pricer.core.parsing.find_price``), and a probability-weighted estimator. Both predictors map
+prompts to prices (None when the answer has no usable number).
 
 Batched generation pads on the LEFT: every row's last prompt token then sits in the same
 column, so the next-token logits of all rows are read at one position and new tokens are
@@ -32,58 +32,12 @@ from transformers import (
     StoppingCriteriaList,
 )
 
-from pricer.config import PROMPT_ANSWER_PREFIX, PROMPT_QUESTION
+from pricer.core.parsing import find_price
 
 log = logging.getLogger(__name__)
 
-PROMPT_TEMPLATE = PROMPT_QUESTION + "\n\n{text}\n\n" + PROMPT_ANSWER_PREFIX
-
-# A number: digits with optional thousands commas ("1,299") and an optional fraction ("19.99"),
-# or a bare fraction (".99"). Commas only count as thousands separators in groups of three.
-_NUMBER = r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+"
-_RANGE = re.compile(
-    rf"(?P<low>{_NUMBER})\s*(?:-|–|—|to|and)\s*(?:US)?\$?\s*(?P<high>{_NUMBER})", re.IGNORECASE
-)
-_FIRST = re.compile(_NUMBER)
 # After a digit: anything but a digit, a comma or a point ends the number; so does ".dd".
 _NUMBER_DONE = re.compile(r"\d(?:[^\d,.]|\.\d\d|\.[^\d]|,[^\d])")
-
-
-def build_prompt(text: str) -> str:
-    """The training prompt for a product text (``data.curate`` writes the same into ``prompt``)."""
-    return PROMPT_TEMPLATE.format(text=text)
-
-
-def parse_price(text: object) -> float | None:
-    """The price in a model's answer, or None when there is none; never raises.
-
-    - "$1,299.99", "1299.99 dollars", "Price is $42" -> the number (thousands commas removed);
-    - a range, "20-30", "$20 to $30", "20 – 30" -> its midpoint, 25.0 (the model hedged
-      between two prices; the middle is the estimate that minimises the worst absolute error);
-    - otherwise the FIRST number in the text ("42.00\\n\\nHow much does 7 ..." -> 42.0);
-    - no number, an empty or non-string answer, an infinite value -> None.
-
-    Signs are ignored: a leading "-" is read as a dash, prices are never negative.
-    """
-    try:
-        if not isinstance(text, str) or not text:
-            return None
-        first = _FIRST.search(text)
-        if first is None:
-            return None
-        found = _RANGE.match(text, first.start())
-        if found is not None:
-            low, high = _to_float(found["low"]), _to_float(found["high"])
-            value = (low + high) / 2.0 if low <= high else low  # "30-20" is not a range: take the first
-        else:
-            value = _to_float(first.group())
-        return value if math.isfinite(value) else None
-    except Exception:  # noqa: BLE001 - a parser of model output must never take the evaluation down
-        return None
-
-
-def _to_float(number: str) -> float:
-    return float(number.replace(",", ""))
 
 
 # --- batched greedy generation ----------------------------------------------------------------
@@ -164,7 +118,7 @@ class GenerationPredictor:
         return self.tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
 
     def __call__(self, prompts: Sequence[str]) -> list[float | None]:
-        return [parse_price(answer) for answer in self.generate(list(prompts))]
+        return [find_price(answer) for answer in self.generate(list(prompts))]
 
 
 # --- the probability-weighted estimator -------------------------------------------------------

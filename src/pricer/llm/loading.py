@@ -16,14 +16,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from pricer.core.files import cache_root, staged_dir
+from pricer.data.tokenizer import builtin_tokenizer, gemma_gguf_file
 from pricer.llm.config import (
     BaseModelConfig,
     GemmaGGUFModelConfig,
@@ -31,7 +31,6 @@ from pricer.llm.config import (
     QuantizationSettings,
     TinyModelConfig,
 )
-from pricer.llm.tokenizer import builtin_tokenizer, cache_root
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +141,6 @@ def load_base_model(
 
 def gemma_safetensors_dir() -> Path:
     """Gemma 3 270M as a safetensors folder (model + tokenizer), converted from the GGUF once."""
-    from pricer.llm.models import gemma_gguf_file
-
     gguf_path = gemma_gguf_file()
     key = hashlib.sha1(f"{gguf_path.name}-{gguf_path.stat().st_size}".encode()).hexdigest()[:10]
     folder = cache_root() / "models" / f"{GEMMA_FOLDER}-{key}"
@@ -165,18 +162,12 @@ def gemma_safetensors_dir() -> Path:
     if hasattr(fresh.config, "quantization_config"):
         del fresh.config.quantization_config
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    fresh.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    _drop_quantization_config(staging / "config.json")
-    (staging / "pricer_source.json").write_text(json.dumps({"gguf": gguf_path.name}) + "\n")
+    with staged_dir(folder) as staging:
+        fresh.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        _drop_quantization_config(staging / "config.json")
+        (staging / "pricer_source.json").write_text(json.dumps({"gguf": gguf_path.name}) + "\n")
     del quantized, fresh
-    try:
-        staging.replace(folder)
-    except OSError:  # another process finished first; its copy is the same
-        shutil.rmtree(staging, ignore_errors=True)
     return folder
 
 

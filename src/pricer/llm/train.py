@@ -15,9 +15,7 @@ are tied to what produced them: a fingerprint of the base model, LoRA and traini
 and the training data is stored beside them, and checkpoints of a different fingerprint are
 cleared rather than resumed. The stage's product is the adapter alone, in ``<output_dir>/adapter``.
 
-Metrics go to MLflow through a ``TrainerCallback`` that writes to an explicit run id with
-``MlflowClient`` (transformers' own MLflow reporting is off: it uses the per-thread fluent
-API and would open runs of its own).
+Metrics go to MLflow through ``pricer.llm.reporting.MlflowMetricsCallback``.
 """
 
 from __future__ import annotations
@@ -25,11 +23,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
-import resource
 import shutil
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -38,11 +33,13 @@ from typing import Any
 
 import pandas as pd
 import torch
-from transformers import TrainerCallback, TrainerControl, TrainerState
+from transformers import TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
+from pricer.core.files import staged_dir
 from pricer.llm.config import FinetuneConfig
 from pricer.llm.loading import BASE_SPEC_FILE, base_model_id, load_base_model, load_base_tokenizer, on_gpu
+from pricer.llm.reporting import MlflowMetricsCallback, peak_memory_gib
 
 log = logging.getLogger(__name__)
 
@@ -138,77 +135,6 @@ def prepare_checkpoints(checkpoints_dir: Path, print_: str, resume: bool) -> str
     marker.write_text(json.dumps({"fingerprint": print_}) + "\n")
     last = get_last_checkpoint(str(checkpoints_dir))
     return last
-
-
-# --- MLflow -----------------------------------------------------------------------------------
-
-
-class MlflowMetricsCallback(TrainerCallback):
-    """Train loss, eval loss, learning rate, tokens/s and peak memory -> one MLflow run, by id.
-
-    Tokens are the non-padding input tokens the trainer counted since the previous log;
-    peak memory is the CUDA allocator's peak (GiB) on a GPU and the process's peak RSS on a CPU.
-    """
-
-    def __init__(self, run_id: str | None, client: Any | None = None) -> None:
-        self.run_id = run_id
-        self.client = client
-        self._last_time: float | None = None
-        self._last_tokens = 0
-        self.tokens_per_s: list[float] = []
-
-    def on_train_begin(self, args, state: TrainerState, control: TrainerControl, **kwargs):
-        self._last_time = time.perf_counter()
-        self._last_tokens = int(state.num_input_tokens_seen or 0)
-        if on_gpu():
-            torch.cuda.reset_peak_memory_stats()
-
-    def on_log(self, args, state: TrainerState, control: TrainerControl, logs=None, **kwargs):
-        logs = dict(logs or {})
-        metrics: dict[str, float] = {}
-        if "loss" in logs:
-            metrics["train_loss"] = logs["loss"]
-            now = time.perf_counter()
-            tokens = int(state.num_input_tokens_seen or 0)
-            if self._last_time is not None and now > self._last_time and tokens > self._last_tokens:
-                rate = (tokens - self._last_tokens) / (now - self._last_time)
-                metrics["tokens_per_s"] = rate
-                self.tokens_per_s.append(rate)
-            self._last_time, self._last_tokens = now, tokens
-        for source, target in (("eval_loss", "eval_loss"), ("learning_rate", "learning_rate"),
-                               ("grad_norm", "grad_norm")):
-            if source in logs:
-                metrics[target] = logs[source]
-        if metrics:
-            memory = peak_memory_gib()
-            if memory is not None:
-                metrics["peak_memory_gib"] = memory
-        self._log(metrics, state.global_step)
-
-    def on_evaluate(self, args, state, control, **kwargs):
-        # Evaluation time is not training time: restart the throughput clock.
-        self._last_time = time.perf_counter()
-
-    def _log(self, metrics: dict[str, float], step: int) -> None:
-        if not self.run_id or not metrics:
-            return
-        from mlflow.entities import Metric
-        from mlflow.tracking import MlflowClient
-
-        client = self.client or MlflowClient()
-        now = int(time.time() * 1000)
-        finite = [Metric(key, float(value), now, step) for key, value in metrics.items()
-                  if isinstance(value, int | float) and math.isfinite(float(value))]
-        if finite:
-            client.log_batch(self.run_id, metrics=finite)
-
-
-def peak_memory_gib() -> float | None:
-    if on_gpu():
-        return torch.cuda.max_memory_allocated() / 2**30
-    if sys.platform.startswith("linux"):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
-    return None
 
 
 # --- training ---------------------------------------------------------------------------------
@@ -411,16 +337,14 @@ def train(
 
 
 def save_adapter(model, config: FinetuneConfig, adapter_dir: Path) -> Path:
-    """The LoRA weights only (no base weights) and the base model's description.
+    """The LoRA weights only (no base weights) and the base model's description, published whole.
 
     The tokenizer is not copied: it comes with the base model (hub revision, the GGUF package,
     or the builtin one), and Gemma's alone would be 33 MB beside a 6 MB adapter.
     """
-    if adapter_dir.exists():
-        shutil.rmtree(adapter_dir)
-    adapter_dir.mkdir(parents=True)
-    model.save_pretrained(str(adapter_dir))
-    (adapter_dir / BASE_SPEC_FILE).write_text(json.dumps(base_spec(config), indent=2) + "\n")
+    with staged_dir(adapter_dir, replace=True) as staging:
+        model.save_pretrained(str(staging))
+        (staging / BASE_SPEC_FILE).write_text(json.dumps(base_spec(config), indent=2) + "\n")
     return adapter_dir
 
 

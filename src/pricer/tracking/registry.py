@@ -1,23 +1,19 @@
-"""Model registry: register candidates, gate promotions, load champions.
+"""Model registry: register candidates, find and load champions.
 
 Every model family has one registered model (``pricer-regressor``, ``pricer-specialist``,
 ``pricer-frontier``, ``pricer-ensemble``). A freshly evaluated model becomes a version tagged
-with its test MAE and the digest of the test split it was scored on, and takes the
-``@challenger`` alias. The promotion gate moves ``@champion`` (what the agents load) to it
-only when it is strictly better than the current champion on the *same* test split, so a
-retraining run can never make production worse, and ties keep the incumbent.
+with its test MAE and the digest of the rows it was scored on, and takes the ``@challenger``
+alias; the promotion gate (``pricer.tracking.gate``) decides whether it becomes ``@champion``.
 
-Both entry points are idempotent because Prefect retries tasks: re-registering the same
-logged model reuses its version, and re-running the gate on the current champion writes
-nothing. Writes are checked against what is stored first, so a retry leaves no trace.
-Nothing here guards against two processes promoting the same model at once: the pipeline
-runs one promotion per model family at a time.
+Registering is idempotent because Prefect retries tasks: re-registering the same logged model
+reuses its version (and refreshes its tags if the scores changed), and every write is checked
+against what is stored first, so a retry leaves no trace.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,13 +23,16 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.tracking import MlflowClient
 
+from pricer.core.errors import ModelNotFound
+from pricer.tracking.runs import TEST_DIGEST_TAG
+
 MODEL_NAMES = ("pricer-regressor", "pricer-specialist", "pricer-frontier", "pricer-ensemble")
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 
 TAG_PREFIX = "pricer."
 TAG_MAE = "pricer.mae"
-TAG_TEST_DIGEST = "pricer.test_digest"
+TAG_TEST_DIGEST = TEST_DIGEST_TAG
 TAG_GATE_DECISION = "pricer.gate.decision"
 TAG_GATE_REASON = "pricer.gate.reason"
 TAG_GATE_CANDIDATE_MAE = "pricer.gate.candidate_mae"
@@ -41,36 +40,6 @@ TAG_GATE_CHAMPION_MAE = "pricer.gate.champion_mae"
 TAG_GATE_CHAMPION_VERSION = "pricer.gate.champion_version"
 # Tag values must be strings; "none" marks a value the gate did not have (no champion yet).
 NONE_TAG = "none"
-
-PROMOTED = "promoted"
-REJECTED = "rejected"
-ALREADY_CHAMPION = "already-champion"
-
-Rescorer = Callable[[str], float]
-
-
-@dataclass(frozen=True)
-class PromotionDecision:
-    """What the gate decided for one candidate version, and on what evidence.
-
-    ``promoted`` is true only when this call moved ``@champion``; a retry on the version that
-    is already champion reports ``decision == "already-champion"`` with ``promoted`` false, so
-    "announce a new champion" side effects fire once. ``is_champion`` answers "is it live?".
-    """
-
-    name: str
-    version: str
-    promoted: bool
-    decision: str
-    reason: str
-    candidate_mae: float
-    champion_mae: float | None
-    champion_version: str | None
-
-    @property
-    def is_champion(self) -> bool:
-        return self.decision in (PROMOTED, ALREADY_CHAMPION)
-
 
 @dataclass(frozen=True)
 class _ResolvedSource:
@@ -84,27 +53,27 @@ class _ResolvedSource:
 # --------------------------------------------------------------------------- helpers
 
 
-def _client(client: MlflowClient | None) -> MlflowClient:
+def client_or_default(client: MlflowClient | None) -> MlflowClient:
     return client if client is not None else MlflowClient()
 
 
-def _is_missing(exc: MlflowException) -> bool:
+def is_missing(exc: MlflowException) -> bool:
     return exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST)
 
 
-def _format_float(value: float) -> str:
+def format_float(value: float) -> str:
     # repr round-trips exactly, so a re-run compares equal to what it wrote before.
     return repr(float(value))
 
 
-def _checked_mae(value: float, what: str) -> float:
+def checked_mae(value: float, what: str) -> float:
     mae = float(value)
     if not math.isfinite(mae) or mae < 0:
         raise ValueError(f"{what} must be a finite, non-negative number of dollars, got {value!r}")
     return mae
 
 
-def _parse_tag_float(tags: Mapping[str, str], key: str) -> float | None:
+def parse_tag_float(tags: Mapping[str, str], key: str) -> float | None:
     raw = tags.get(key)
     if raw is None or raw == NONE_TAG:
         return None
@@ -115,7 +84,7 @@ def _parse_tag_float(tags: Mapping[str, str], key: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _version_uri(name: str, version: str) -> str:
+def version_uri(name: str, version: str) -> str:
     return f"models:/{name}/{version}"
 
 
@@ -204,31 +173,31 @@ def _existing_version(client: MlflowClient, name: str, resolved: _ResolvedSource
 
 
 def _candidate_tags(mae: float, test_digest: str, metrics: Mapping[str, float] | None) -> dict[str, str]:
-    tags = {TAG_MAE: _format_float(mae), TAG_TEST_DIGEST: test_digest}
+    tags = {TAG_MAE: format_float(mae), TAG_TEST_DIGEST: test_digest}
     for key, value in (metrics or {}).items():
         tag = f"{TAG_PREFIX}{key}"
         if tag == TAG_TEST_DIGEST or tag.startswith(f"{TAG_PREFIX}gate."):
             raise ValueError(f"metric name {key!r} would overwrite the registry's own tag {tag!r}")
-        formatted = _format_float(value)
+        formatted = format_float(value)
         if tag in tags and tags[tag] != formatted:
             raise ValueError(f"metrics[{key!r}] = {value!r} disagrees with mae = {mae!r}")
         tags[tag] = formatted
     return tags
 
 
-def _set_tags_if_changed(client: MlflowClient, name: str, version: str, wanted: Mapping[str, str]) -> None:
+def set_tags_if_changed(client: MlflowClient, name: str, version: str, wanted: Mapping[str, str]) -> None:
     current = client.get_model_version(name, version).tags
     for key, value in wanted.items():
         if current.get(key) != value:
             client.set_model_version_tag(name, version, key, value)
 
 
-def _aliases(client: MlflowClient, name: str) -> dict[str, str]:
+def alias_versions(client: MlflowClient, name: str) -> dict[str, str]:
     return {alias: str(version) for alias, version in client.get_registered_model(name).aliases.items()}
 
 
 def _set_alias_if_changed(client: MlflowClient, name: str, alias: str, version: str) -> None:
-    if _aliases(client, name).get(alias) != version:
+    if alias_versions(client, name).get(alias) != version:
         client.set_registered_model_alias(name, alias, version)
 
 
@@ -249,8 +218,8 @@ def register_candidate(
     each extra metric. Registering the same model again reuses its version (and refreshes its
     tags if the scores changed), so a retried task does not mint a new version each time.
     """
-    mlflow_client = _client(client)
-    mae = _checked_mae(mae, "mae")
+    mlflow_client = client_or_default(client)
+    mae = checked_mae(mae, "mae")
     if not test_digest:
         raise ValueError("test_digest must name the test split the MAE was measured on")
     tags = _candidate_tags(mae, test_digest, metrics)
@@ -265,143 +234,12 @@ def register_candidate(
         version = str(created.version)
     else:
         version = str(existing.version)
-        _set_tags_if_changed(mlflow_client, name, version, tags)
+        set_tags_if_changed(mlflow_client, name, version, tags)
 
     # The champion is not a candidate against itself; leave a re-registered champion alone.
-    if _aliases(mlflow_client, name).get(CHAMPION) != version:
+    if alias_versions(mlflow_client, name).get(CHAMPION) != version:
         _set_alias_if_changed(mlflow_client, name, CHALLENGER, version)
     return mlflow_client.get_model_version(name, version)
-
-
-# --------------------------------------------------------------------------- promotion gate
-
-
-def _current_champion(client: MlflowClient, name: str) -> ModelVersion | None:
-    champion_version = _aliases(client, name).get(CHAMPION)
-    if champion_version is None:
-        return None
-    return client.get_model_version(name, champion_version)
-
-
-def _champion_mae_on_split(
-    name: str, candidate_digest: str, champion: ModelVersion, rescore_champion: Rescorer | None
-) -> tuple[float | None, str]:
-    """The champion's MAE on the candidate's test split, or None and why it is unknown."""
-    champion_digest = champion.tags.get(TAG_TEST_DIGEST)
-    recorded = _parse_tag_float(champion.tags, TAG_MAE)
-    if champion_digest == candidate_digest and recorded is not None:
-        return recorded, "on the same test split"
-    if rescore_champion is None:
-        why = (
-            f"champion v{champion.version} was scored on test split {champion_digest or 'unknown'}, "
-            f"the candidate on {candidate_digest}"
-            if champion_digest != candidate_digest
-            else f"champion v{champion.version} has no recorded MAE"
-        )
-        return None, f"{why}; no rescorer given, so the two MAEs are not comparable"
-    rescored = _checked_mae(rescore_champion(_version_uri(name, champion.version)), "rescored champion MAE")
-    return rescored, f"champion rescored on the candidate's test split {candidate_digest}"
-
-
-def _judge(
-    name: str,
-    candidate: ModelVersion,
-    candidate_mae: float,
-    champion: ModelVersion | None,
-    rescore_champion: Rescorer | None,
-) -> PromotionDecision:
-    version = str(candidate.version)
-    if champion is None:
-        return PromotionDecision(name, version, True, PROMOTED, "no champion yet", candidate_mae, None, None)
-    champion_version = str(champion.version)
-    digest = candidate.tags[TAG_TEST_DIGEST]
-    champion_mae, basis = _champion_mae_on_split(name, digest, champion, rescore_champion)
-    if champion_mae is None:
-        return PromotionDecision(name, version, False, REJECTED, basis, candidate_mae, None, champion_version)
-    # Full precision in the reason: a rounded "15.0000 vs 15.0000" next to "better" would mislead.
-    comparison = (
-        f"candidate MAE {candidate_mae!r} vs champion v{champion_version} MAE {champion_mae!r} {basis}"
-    )
-    if candidate_mae < champion_mae:
-        verdict, promoted = "better", True
-    elif candidate_mae == champion_mae:
-        verdict, promoted = "tie keeps the champion", False
-    else:
-        verdict, promoted = "worse", False
-    return PromotionDecision(
-        name,
-        version,
-        promoted,
-        PROMOTED if promoted else REJECTED,
-        f"{verdict}: {comparison}",
-        candidate_mae,
-        champion_mae,
-        champion_version,
-    )
-
-
-def _decision_tags(decision: PromotionDecision) -> dict[str, str]:
-    champion_mae = NONE_TAG if decision.champion_mae is None else _format_float(decision.champion_mae)
-    return {
-        TAG_GATE_DECISION: decision.decision,
-        TAG_GATE_REASON: decision.reason,
-        TAG_GATE_CANDIDATE_MAE: _format_float(decision.candidate_mae),
-        TAG_GATE_CHAMPION_MAE: champion_mae,
-        TAG_GATE_CHAMPION_VERSION: decision.champion_version or NONE_TAG,
-    }
-
-
-def _clear_challenger_if(client: MlflowClient, name: str, version: str) -> None:
-    if _aliases(client, name).get(CHALLENGER) == version:
-        client.delete_registered_model_alias(name, CHALLENGER)
-
-
-def promote_if_better(
-    name: str,
-    version: str | int,
-    *,
-    client: MlflowClient | None = None,
-    rescore_champion: Rescorer | None = None,
-) -> PromotionDecision:
-    """Move ``@champion`` to ``version`` only if its MAE is strictly lower than the champion's.
-
-    MAEs are only compared on the same test split (``pricer.test_digest``). When the splits
-    differ, ``rescore_champion`` is called with the champion's ``models:/<name>/<version>`` URI
-    and must return its MAE on the candidate's split; without it the candidate is rejected.
-    The decision is recorded on the candidate as ``pricer.gate.*`` tags before the alias
-    moves, so an interrupted promotion is simply redone by a retry.
-    """
-    mlflow_client = _client(client)
-    version = str(version)
-    candidate = mlflow_client.get_model_version(name, version)
-    raw_mae = _parse_tag_float(candidate.tags, TAG_MAE)
-    if raw_mae is None or TAG_TEST_DIGEST not in candidate.tags:
-        raise ValueError(
-            f"{name} v{version} has no {TAG_MAE}/{TAG_TEST_DIGEST} tags; register it with register_candidate"
-        )
-    candidate_mae = _checked_mae(raw_mae, TAG_MAE)
-
-    champion = _current_champion(mlflow_client, name)
-    if champion is not None and str(champion.version) == version:
-        # A retry after a crash between moving @champion and clearing @challenger finishes that.
-        _clear_challenger_if(mlflow_client, name, version)
-        return PromotionDecision(
-            name,
-            version,
-            False,
-            ALREADY_CHAMPION,
-            f"v{version} is already the champion",
-            candidate_mae,
-            candidate_mae,
-            version,
-        )
-
-    decision = _judge(name, candidate, candidate_mae, champion, rescore_champion)
-    _set_tags_if_changed(mlflow_client, name, version, _decision_tags(decision))
-    if decision.promoted:
-        mlflow_client.set_registered_model_alias(name, CHAMPION, version)
-        _clear_challenger_if(mlflow_client, name, version)
-    return decision
 
 
 # --------------------------------------------------------------------------- consumers
@@ -413,17 +251,20 @@ def champion_uri(name: str, *, client: MlflowClient | None = None) -> str | None
     The URI is pinned to a version rather than ``@champion`` so that a caller which logs or
     loads it gets the model that was champion when it asked, even if the alias moves after.
     """
-    mlflow_client = _client(client)
+    mlflow_client = client_or_default(client)
     try:
-        aliases = _aliases(mlflow_client, name)
+        aliases = alias_versions(mlflow_client, name)
     except MlflowException as exc:
-        if _is_missing(exc):
+        if is_missing(exc):
             return None
         raise
     champion_version = aliases.get(CHAMPION)
-    return None if champion_version is None else _version_uri(name, champion_version)
+    return None if champion_version is None else version_uri(name, champion_version)
 
 
 def load_champion(name: str) -> Any:
     """The current champion of ``name`` as a pyfunc model (what the agents call ``predict`` on)."""
-    return mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}")
+    uri = champion_uri(name)
+    if uri is None:
+        raise ModelNotFound(f"{name} has no @{CHAMPION}: train and register one first")
+    return mlflow.pyfunc.load_model(uri)

@@ -9,7 +9,6 @@ rather than relying on MLflow's per-thread active run, which Prefect's threads b
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 from collections.abc import Iterator, Mapping
@@ -19,10 +18,23 @@ from typing import Any
 
 import mlflow
 from mlflow.tracking import MlflowClient
+from pydantic import Field
+
+from pricer.core.config import StrictModel
 
 PARENT_RUN_ENV = "PRICER_PARENT_RUN_ID"
 DEFAULT_EXPERIMENT = "pricer"
+MODEL_TAG = "pricer.model"  # the model a run evaluated: what the leaderboard groups by
+TEST_DIGEST_TAG = "pricer.test_digest"  # the identity of the rows it was scored on
 _SECRET_MARKERS = ("key", "token", "secret", "password", "authorization")
+
+
+class TrackingConfig(StrictModel):
+    """Which MLflow store and experiment the stages record into."""
+
+    experiment: str = Field(DEFAULT_EXPERIMENT, description="the MLflow experiment of the stages' runs")
+    tracking_uri: str | None = Field(None, description=(
+        "MLflow's tracking URI; MLFLOW_TRACKING_URI wins; null: SQLite under mlruns/"))
 
 
 def default_tracking_uri(root: Path | None = None) -> str:
@@ -55,15 +67,6 @@ def git_commit(cwd: Path | None = None) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
-
-
-def file_digest(path: Path, chunk: int = 1 << 20) -> str:
-    """md5 of a file's bytes: the same hash DVC records for an output, so the two can be matched."""
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def is_secret_name(name: str) -> bool:

