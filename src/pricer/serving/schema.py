@@ -8,6 +8,7 @@ row (NaN where a model had no answer). Each reads the columns it uses and ignore
 
 from __future__ import annotations
 
+import warnings
 from importlib.metadata import PackageNotFoundError, packages_distributions, version
 from typing import Any
 
@@ -61,5 +62,7 @@ def log_pyfunc(python_model: mlflow.pyfunc.PythonModel, artifacts: dict[str, str
     No input example: MLflow would load the model and predict on it at log time (an API model would
     pay for it), and the stage protocol loads every logged model and scores it on the test split anyway.
     """
-    return mlflow.pyfunc.log_model(name=name, python_model=python_model, artifacts=artifacts, signature=SIGNATURE,
-                                   metadata=metadata, pip_requirements=pip_requirements())
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*An input example was not provided")  # MLflow colours it
+        return mlflow.pyfunc.log_model(name=name, python_model=python_model, artifacts=artifacts,
+                                       signature=SIGNATURE, metadata=metadata, pip_requirements=pip_requirements())
