@@ -1,10 +1,12 @@
-"""Curation throughput and memory: items/s for N demo records, end to end including tokenization.
+"""Curation throughput and memory: items/s and peak RSS for N demo records, end to end with tokenization.
 
-    python bench/curate.py            # 100,000 demo records
-    python bench/curate.py 20000 --data ../shared/data/amazon_us.jsonl.gz
+    python bench/curate.py                        # 10,000 and 100,000 demo records, 10% malformed
+    python bench/curate.py 20000 200000 --malformed 0.03
+    python bench/curate.py 2000 13000 --data ../shared/data/amazon_us.jsonl.gz
 
-Each size runs in a fresh process so that peak RSS is that run's own; memory flat in N
-shows as the same peak for N/4 and N.
+Each size runs in a fresh process so that peak RSS is that run's own. Memory flat in N shows as
+the largest size's peak within 10% of the smallest's; the last line prints that ratio. Every run
+also checks kept + rejected against the count the source itself kept of the records it handed out.
 """
 
 from __future__ import annotations
@@ -18,40 +20,66 @@ import tempfile
 import time
 from pathlib import Path
 
+FLAT_TOLERANCE = 0.10
 
-def one_run(n: int, data: Path | None) -> None:
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")  # not Linux: the growth column is then unknown
+
+
+def one_run(n: int, malformed: float, data: Path | None) -> None:
     from pricer.data.config import CurateConfig, DemoSourceConfig, JsonlSourceConfig
     from pricer.data.curate import curate
+    from pricer.data.sources import read_source
     from pricer.data.tokenizer import load_tokenizer
 
-    source = JsonlSourceConfig(paths=[data], limit=n) if data else DemoSourceConfig(n_items=n)
+    source = JsonlSourceConfig(paths=[data], limit=n) if data else DemoSourceConfig(n_items=n,
+                                                                                     malformed_fraction=malformed)
     with tempfile.TemporaryDirectory() as tmp:
         config = CurateConfig(source=source, output_dir=Path(tmp) / "curated",
                               quarantine_path=Path(tmp) / "q.jsonl", report_path=Path(tmp) / "r.json")
         load_tokenizer(config.tokenizer)  # trained/cached once; not part of the per-record cost
+        stream = read_source(config.source)
+        before_mb = _rss_mb()
         start = time.perf_counter()
-        report = curate(config)
+        report = curate(config, records=stream)
         seconds = time.perf_counter() - start
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"read": report["read"], "kept": report["kept"], "seconds": round(seconds, 2),
-                      "records_per_s": round(report["read"] / seconds), "peak_rss_mb": round(peak_mb)}))
+    print(json.dumps({"source_read": stream.read, "kept": report["kept"], "rejected": report["rejected"],
+                      "seconds": round(seconds, 2), "records_per_s": round(stream.read / seconds),
+                      "peak_rss_mb": round(peak_mb, 1), "growth_mb": round(peak_mb - before_mb, 1)}))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("n", nargs="?", type=int, default=100_000, help="records to curate")
+    parser.add_argument("sizes", nargs="*", type=int, default=[10_000, 100_000], help="records to curate, per run")
+    parser.add_argument("--malformed", type=float, default=0.10, help="the demo catalog's malformed share")
     parser.add_argument("--data", type=Path, help="a .jsonl(.gz) file instead of the demo catalog")
     parser.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.single:
-        one_run(args.n, args.data)
+        one_run(args.sizes[0], args.malformed, args.data)
         return
-    print(f"{'records':>9} {'kept':>9} {'seconds':>8} {'records/s':>10} {'peak RSS MB':>12}")
-    for n in (max(args.n // 4, 1), args.n):
-        command = [sys.executable, __file__, str(n), "--single", *(["--data", str(args.data)] if args.data else [])]
+    print(f"{'records':>9} {'kept':>9} {'rejected':>9} {'k+r=read':>9} {'seconds':>8} {'records/s':>10} "
+          f"{'peak RSS MB':>12} {'growth MB':>10}")
+    rows = []
+    for n in args.sizes:
+        command = [sys.executable, __file__, str(n), "--single", "--malformed", str(args.malformed),
+                   *(["--data", str(args.data)] if args.data else [])]
         row = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
-        print(f"{row['read']:>9,} {row['kept']:>9,} {row['seconds']:>8} {row['records_per_s']:>10,} "
-              f"{row['peak_rss_mb']:>12,}")
+        balanced = row["kept"] + row["rejected"] == row["source_read"]
+        rows.append((row, balanced))
+        print(f"{row['source_read']:>9,} {row['kept']:>9,} {row['rejected']:>9,} {'yes' if balanced else 'NO':>9} "
+              f"{row['seconds']:>8} {row['records_per_s']:>10,} {row['peak_rss_mb']:>12,} {row['growth_mb']:>10,}")
+    if len(rows) > 1:
+        ratio = rows[-1][0]["peak_rss_mb"] / rows[0][0]["peak_rss_mb"]
+        verdict = "flat" if ratio <= 1 + FLAT_TOLERANCE else f"NOT flat (over {FLAT_TOLERANCE:.0%})"
+        print(f"peak RSS {rows[-1][0]['source_read']:,} / {rows[0][0]['source_read']:,} records: {ratio:.3f} ({verdict})")
+    if not all(balanced for _, balanced in rows):
+        sys.exit("kept + rejected differs from the source's own count")
 
 
 if __name__ == "__main__":

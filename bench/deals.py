@@ -88,7 +88,13 @@ def main() -> None:
 
     import pandas as pd
 
-    from deal_feeds import DealFeedServer, WebhookReceiver, fit_text_regressor, register_champion
+    from deal_feeds import (
+        DealFeedServer,
+        WebhookReceiver,
+        fit_text_regressor,
+        make_champion,
+        register_champion,
+    )
     from pricer.agents.config import AgentsConfig
     from pricer.agents.planner import Planner
 
@@ -136,8 +142,6 @@ def main() -> None:
         from pricer.models.embeddings import get_embedder
         from pricer.models.neighbours import NeighbourIndex
         from pricer.serving.frontier import log_frontier_model
-        from pricer.tracking.gate import promote_if_better
-        from pricer.tracking.registry import register_candidate
         from pricer.tracking.runs import configure
 
         fake = FakeOpenAI(latency_s=args.latency).start()
@@ -147,10 +151,9 @@ def main() -> None:
             "usd_per_1m_output": 0.6, "k_neighbours": args.k}, "bench")
         started = time.perf_counter()
         index = NeighbourIndex.build(train, get_embedder()) if args.k else None
-        with mlflow.start_run(experiment_id=configure(), run_name="bench-frontier"):
+        with mlflow.start_run(experiment_id=configure(), run_name="bench-frontier") as run:
             info = log_frontier_model(endpoint, index)
-        version = register_candidate(info.model_uri, "pricer-frontier", mae=0.0, test_digest="bench")
-        promote_if_better("pricer-frontier", version.version)
+        make_champion(info.model_uri, run.info.run_id, "pricer-frontier", 0.0, "bench")
         ProductStore(tmp / "vectorstore").sync(data_dir / "train.parquet")
         store_note = (f"frontier with {args.k} neighbours from its own index; index and vector store of "
                       f"{len(train)} products built in {time.perf_counter() - started:.1f} s")

@@ -24,7 +24,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from deal_feeds import DealFeedServer, DealPage, WebhookReceiver, fit_text_regressor, register_champion
+from deal_feeds import (
+    DealFeedServer,
+    DealPage,
+    WebhookReceiver,
+    fit_text_regressor,
+    make_champion,
+    register_champion,
+)
 from pricer.agents.config import (
     AgentsConfig,
     FeedConfig,
@@ -642,15 +649,11 @@ def register_frontier(config: dict, index=None) -> str:
     from pricer.core.config import validate
     from pricer.frontier.config import FrontierConfig
     from pricer.serving.frontier import log_frontier_model
-    from pricer.tracking.gate import promote_if_better
-    from pricer.tracking.registry import register_candidate
     from pricer.tracking.runs import configure
 
-    with mlflow.start_run(experiment_id=configure(), run_name="test-frontier"):
+    with mlflow.start_run(experiment_id=configure(), run_name="test-frontier") as run:
         info = log_frontier_model(validate(FrontierConfig, config, "test"), index)
-    version = register_candidate(info.model_uri, "pricer-frontier", mae=30.0, test_digest="x")
-    assert promote_if_better("pricer-frontier", version.version).is_champion
-    return f"models:/pricer-frontier/{version.version}"
+    return f"models:/pricer-frontier/{make_champion(info.model_uri, run.info.run_id, 'pricer-frontier', 30.0)}"
 
 
 @pytest.fixture
@@ -664,7 +667,6 @@ def test_a_traced_cycle_records_the_frontier_calls_tokens_and_cost(
     tmp_path: Path, demo, registry, mlflow_uri, embedder, monkeypatch
 ) -> None:
     from fake_openai import FakeOpenAI
-
     from pricer.models.neighbours import NeighbourIndex
 
     monkeypatch.setenv("TEST_HOOK_TOKEN", "t")

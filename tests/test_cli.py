@@ -102,3 +102,52 @@ def test_any_other_exception_keeps_its_traceback(tmp_path: Path, monkeypatch: py
     monkeypatch.setattr(pricer.stages.curate, "run_curate", broken)
     result = CliRunner().invoke(app, ["curate"])
     assert isinstance(result.exception, RuntimeError) and result.exit_code == 1
+
+
+BROKEN_YAML = {
+    "bad syntax": ("curate:\n  source: {kind: demo\n", "is not valid YAML"),
+    "a list": ("- curate\n- baselines\n", "the top level must be a mapping, got list"),
+    "a string": ("just words\n", "the top level must be a mapping, got str"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_YAML))
+@pytest.mark.parametrize("command", [["show-params"], ["curate"], ["baselines"], ["fit-ensemble", "--config"],
+                                     ["frontier", "--config"], ["deals", "--config"]])
+def test_a_config_file_that_is_not_a_yaml_mapping_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              case: str, command: list[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    text, message = BROKEN_YAML[case]
+    (tmp_path / "params.yaml").write_text("tracking: {experiment: t}\n")  # a good one beside the broken one
+    (tmp_path / "broken.yaml").write_text(text)
+    args = [*command, "broken.yaml"] if command[-1] == "--config" else [*command, "--params", "broken.yaml"]
+    line = one_error_line(CliRunner().invoke(app, args))
+    assert "broken.yaml" in line and message in line
+
+
+def _demo_lines(n: int) -> list[str]:
+    import json
+
+    return [json.dumps({"title": f"Stainless steel kettle model {i}", "description": "A 1.7 litre kettle " * 8,
+                        "features": ["Auto shut-off"], "details": {"Brand": "Acme"}, "price": 20.0 + i,
+                        "main_category": "Appliances"}) for i in range(n)]
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("missing.jsonl", None, "does not exist"),
+    ("prices.csv", "title,price\nKettle,20\n", "no usable items"),
+    ("rejected.jsonl", "\n".join(['{"title": "x", "price": -1}', '{"title": "", "price": "free"}',
+                                  '{"price": 1e12}']) + "\n", "no usable items"),
+])
+def test_evaluate_on_a_file_it_cannot_score_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        name: str, content: str | None, message: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (tmp_path / "params.yaml").write_text("tracking: {experiment: t}\n")
+    if content is not None:
+        (tmp_path / name).write_text(content)
+    line = one_error_line(CliRunner().invoke(app, ["evaluate", "--model", "pricer-regressor@champion",
+                                                   "--data", name]))
+    assert name in line and message in line
+    if content is not None and name.endswith(".jsonl"):
+        assert "rejected" in line or "invalid" in line or "price" in line  # the reasons are named

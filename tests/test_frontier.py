@@ -20,17 +20,23 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from fake_openai import FakeOpenAI, rule_answer
 from mlflow.tracking import MlflowClient
 
+from fake_openai import FakeOpenAI, rule_answer
 from pricer.core.config import validate
 from pricer.core.errors import ConfigError
+from pricer.core.parsing import find_price
 from pricer.data.config import CurateConfig, DemoSourceConfig
 from pricer.data.curate import curate
-from pricer.core.parsing import find_price
 from pricer.frontier.client import FrontierClient
 from pricer.frontier.config import FrontierAuthError, FrontierConfig, FrontierError, load_frontier_config
-from pricer.frontier.finetune import BudgetExceeded, check_budget, prepare_data, validate_chat_jsonl
+from pricer.frontier.finetune import (
+    BudgetExceeded,
+    JobFailed,
+    check_budget,
+    prepare_data,
+    validate_chat_jsonl,
+)
 from pricer.frontier.jobs import JobState, job_key, submit_job
 from pricer.frontier.messages import build_messages
 from pricer.models.neighbours import NeighbourIndex
@@ -358,3 +364,113 @@ def test_frontier_flow_runs_both_chains(
     assert server.stats()["jobs"] == 1
     state = JobState.load(Path(tmp_path / "ft" / "jobs"), first["finetune"]["key"])
     assert state is not None and state.job_id == first["finetune"]["job_id"] and state.status == "succeeded"
+
+    # The key is in no record the flow left: the MLflow store, the files, and the Prefect database
+    # (flow and task parameters, results, logs) included.
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_SERVER_DATABASE_CONNECTION_URL
+
+    APILogWorker.drain_all(timeout=30)
+    prefect_db = Path(PREFECT_SERVER_DATABASE_CONNECTION_URL.value().split(":///", 1)[1])
+    assert scan_for(str(path), prefect_db.parent)  # the right database: it holds the flow's parameters
+    assert scan_for(SECRET, prefect_db.parent) == []
+    assert scan_for(SECRET, tmp_path) == []
+
+
+def test_retry_failed_starts_a_new_job_where_a_plain_rerun_reports_the_failed_one(
+    tmp_path, server, curated, store, monkeypatch
+):
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    server.configure(job_outcome="failed")
+    config = ft_config(tmp_path, server, curated)
+    with pytest.raises(JobFailed, match="injected"):
+        run_finetune(config, evaluate=False, sleep=lambda seconds: None)
+    failed = JobState.load(config.finetune.state_dir, job_key(config, prepare_data(config)))
+    assert failed.status == "failed" and server.stats()["jobs"] == 1
+
+    # Without the flag a rerun reports the failure again; it does not quietly pay for a second job.
+    with pytest.raises(JobFailed):
+        run_finetune(config, evaluate=False, sleep=lambda seconds: None)
+    assert server.stats()["jobs"] == 1
+
+    server.configure(job_outcome="succeeded")
+    summary = run_finetune(config, evaluate=False, retry_failed=True, sleep=lambda seconds: None)
+    assert summary["status"] == "succeeded" and summary["job_id"] != failed.job_id
+    assert server.stats()["jobs"] == 2
+
+    # The state file lost: the provider's record of the dead job still makes the next one a new request.
+    server.configure(job_outcome="failed")
+    JobState.path(config.finetune.state_dir, failed.key).unlink()
+    assert submit_job(config, prepare_data(config)).job_id == summary["job_id"]  # the live one, found
+    assert server.stats()["jobs"] == 2
+
+
+def test_a_retried_task_pays_nothing_for_calls_already_billed(tmp_path, server, curated, monkeypatch):
+    """Calls the server billed but the client never saw (it timed out, or its process died) are not paid
+    again by the next attempt, which is a new client: the idempotency key is the call's, not the session's."""
+    from pricer.frontier.cache import CostLog, ResponseCache
+
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    texts = pd.read_parquet(curated / "test.parquet")["text"].head(12).tolist()
+    server.configure(failure_rate=1.0, fault_kinds={"slow": 1.0}, slow_s=1.0)
+    doomed = make_config(tmp_path, server, curated, max_retries=0)
+    first = FrontierClient(doomed, cost_log=CostLog(Path(doomed.cost_log)))
+    assert first.price_texts(texts) == [None] * 12  # every answer lost in transit, every one billed
+    assert server.stats()["charged_calls"] == 12 and cost_lines(Path(doomed.cost_log)) == []
+
+    server.configure(failure_rate=0.0)
+    config = make_config(tmp_path, server, curated)
+    retried = FrontierClient(config, cache=ResponseCache(Path(config.cache_dir)),
+                             cost_log=CostLog(Path(config.cost_log)))
+    assert retried.price_texts(texts) == [expected_price(text) for text in texts]
+    billed = server.stats()
+    assert billed["charged_calls"] == 12 and billed["uncharged_replays"] == 12
+    assert len(cost_lines(Path(config.cost_log))) == 12  # recorded once, by the attempt that saw them
+
+
+def test_a_poller_killed_mid_poll_resumes_the_same_job_in_the_same_run(
+    tmp_path, server, curated, store, monkeypatch
+):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    server.configure(job_running_polls=10_000)  # running until the test lets it end
+    config = ft_config(tmp_path, server, curated)
+    path = tmp_path / "frontier.yaml"
+    path.write_text(yaml.safe_dump(config.safe_dict()))
+    key = job_key(config, prepare_data(config))
+    child = subprocess.Popen(
+        [sys.executable, "-m", "pricer.apps.cli", "frontier-finetune", "--config", str(path), "--no-evaluate",
+         "--params", str(REPO / "params.yaml")],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            state = JobState.load(config.finetune.state_dir, key)
+            if state is not None and state.status == "running" and len(state.seen_event_ids) >= 6:
+                break
+            assert child.poll() is None, "the poller ended before it could be killed"
+            time.sleep(0.05)
+        else:
+            pytest.fail("the job never ran")
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait(timeout=30)
+    killed = JobState.load(config.finetune.state_dir, key)
+    tracking = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    assert killed.run_id and tracking.get_run(killed.run_id).info.status == "RUNNING"
+
+    server.configure(job_running_polls=0)
+    summary = run_finetune(config, evaluate=False, sleep=lambda seconds: None)
+    assert summary["resumed"] and summary["job_id"] == killed.job_id and summary["status"] == "succeeded"
+    assert server.stats()["jobs"] == 1 and server.stats()["files"] == 2
+    assert summary["finetune_run_id"] == killed.run_id  # one run for one job, finished now
+    run = tracking.get_run(killed.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["pricer.ft.status"] == "succeeded"
+    steps = [metric.step for metric in tracking.get_metric_history(killed.run_id, "ft.train_loss")]
+    emitted = [event for event in server.job_events[killed.job_id] if event["type"] == "metrics"]
+    assert sorted(steps) == sorted(event["data"]["step"] for event in emitted)  # each once, across both

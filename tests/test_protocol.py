@@ -85,3 +85,39 @@ def test_a_champion_that_cannot_be_loaded_is_replaced(curated: Path, tmp_path: P
     other = load_split(curated, limit=20)
     second = evaluate_and_gate("new", uri, other, run_id=run_id, reports_dir=tmp_path, register_as="pricer-u")
     assert second.decision.promoted and "cannot be loaded" in second.decision.reason
+
+
+class Oracle(mlflow.pyfunc.PythonModel):
+    """Knows each row's price (by its text) and answers it ``off_by`` dollars high; silent on ``skip``."""
+
+    def __init__(self, prices: dict[str, float], off_by: float, skip: set[str] = frozenset()) -> None:
+        self.prices, self.off_by, self.skip = prices, off_by, set(skip)
+
+    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
+        return np.array([np.nan if text in self.skip else self.prices[text] + self.off_by
+                         for text in model_input["text"]])
+
+
+def _logged_oracle(model: Oracle) -> tuple[str, str]:
+    from pricer.serving.schema import log_pyfunc
+
+    with mlflow.start_run(experiment_id=configure()) as run:
+        info = log_pyfunc(model, {})
+    return info.model_uri, run.info.run_id
+
+
+def test_answering_only_the_easy_items_never_wins(curated: Path, tmp_path: Path, mlflow_uri) -> None:
+    split = load_split(curated, limit=60)
+    prices = dict(zip(split.frame["text"], split.frame["price"].astype(float), strict=False))
+    uri, run_id = _logged_oracle(Oracle(prices, off_by=15.0))
+    champion = evaluate_and_gate("steady", uri, split, run_id=run_id, reports_dir=tmp_path, register_as="pricer-e")
+    assert champion.decision.promoted
+    # Exact on the cheaper half, silent on the dearer half: an MAE of 0 on the items it answered.
+    dear = set(split.frame.sort_values("price")["text"].tail(30))
+    uri, run_id = _logged_oracle(Oracle(prices, off_by=0.0, skip=dear))
+    selective = evaluate_and_gate("selective", uri, split, run_id=run_id, reports_dir=tmp_path,
+                                  register_as="pricer-e")
+    assert selective.candidate.mae == 0.0 and selective.candidate.metrics["unparseable"] == 30
+    assert selective.decision.decision == "rejected" and not selective.decision.promoted
+    assert mlflow.MlflowClient().get_registered_model("pricer-e").aliases["champion"] == int(
+        champion.version)

@@ -52,6 +52,12 @@ class ScannerConfig(StrictModel):
     timeout_s: float = Field(10.0, gt=0)  # connect/read/write/pool, per request (feed or page)
     max_deals_per_feed: int = Field(20, gt=0)
     max_page_bytes: int = Field(2_000_000, gt=0)  # larger pages are cut here, not read whole
+    max_feed_tail_bytes: int = Field(
+        20_000_000,
+        ge=0,
+        description="past max_page_bytes, a feed is read on this far only to count the entries it cut "
+        "(never parsed); 0: the entries after the cut are not counted",
+    )
     max_description_chars: int = Field(2000, ge=100)
     concurrency: int = Field(8, ge=1, le=64)  # pages fetched at once
     user_agent: str = "pricer-deal-scanner/0.1"
@@ -100,6 +106,19 @@ class PlannerConfig(StrictModel):
     min_estimate_usd: float = Field(0.0, ge=0)  # ignore items the ensemble thinks are worth less
     max_opportunities_per_cycle: int | None = Field(None, gt=0)  # the best N by discount (None: all)
     parallel_agents: bool = True  # agents price a batch at the same time (threads), not one after another
+    max_discount: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="a deal more than this far below its estimate is rejected as implausible, not surfaced "
+        "(0.8: a price under 20% of the estimate); 1: no cap",
+    )
+
+    @model_validator(mode="after")
+    def _cap_above_threshold(self) -> PlannerConfig:
+        if self.max_discount <= self.discount_threshold:
+            raise ValueError("max_discount must be above discount_threshold, or no deal could surface")
+        return self
 
 
 class MemoryConfig(StrictModel):
@@ -110,7 +129,23 @@ class MemoryConfig(StrictModel):
 # --------------------------------------------------------------------------- messenger
 
 
-class WebhookConfig(RetrySettings):
+class HttpNotifierConfig(RetrySettings):
+    """What every HTTP notifier shares: the one retry policy, and how long a claimed notification is its sender's."""
+
+    lease_s: float | None = Field(
+        None,
+        gt=0,
+        description=(
+            "seconds a notification claimed by a cycle stays reserved for it; the claim of a cycle that crashed "
+            "on another machine, or hangs, is taken over (and the notification resent with the same "
+            "Idempotency-Key) once it runs out (one whose process here has exited, at once). It must outlast "
+            "the longest send, or a slow sender's notification is sent twice. null: that longest send under the "
+            "retry settings (4 x timeout_s per attempt, the longest wait between attempts) plus 2 s"
+        ),
+    )
+
+
+class WebhookConfig(HttpNotifierConfig):
     """POST a JSON body to a URL; an ``Idempotency-Key`` header per deal lets the receiver dedupe."""
 
     kind: Literal["webhook"] = "webhook"
@@ -128,7 +163,7 @@ class WebhookConfig(RetrySettings):
         return self
 
 
-class NtfyConfig(RetrySettings):
+class NtfyConfig(HttpNotifierConfig):
     """ntfy.sh (or a self-hosted ntfy): a POST of the message to ``<server>/<topic>``."""
 
     kind: Literal["ntfy"] = "ntfy"
@@ -141,7 +176,7 @@ class NtfyConfig(RetrySettings):
     _envs = field_validator("topic_env", "token_env")(_check_env_name)
 
 
-class PushoverConfig(RetrySettings):
+class PushoverConfig(HttpNotifierConfig):
     """Pushover's message API: an application token and a user (or group) key, both from the environment."""
 
     kind: Literal["pushover"] = "pushover"

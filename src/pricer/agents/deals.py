@@ -5,18 +5,40 @@ it is *data*: it is stored in the description field, priced as product text, and
 into a language model's prompt it goes inside a delimited data block whose delimiters it
 cannot forge (``pricer.core.prompt.untrusted_block``, which every frontier prompt uses). A deal
 text that says "ignore your instructions" changes nothing but its own description.
+
+Nor can a page's words alone make a deal an opportunity (``verdict``). Each deal carries where its
+price came from (``price_source``):
+
+- ``structured``: the page's structured data (JSON-LD offer, price meta tag, ``itemprop="price"``), what
+  the shop states to machines; trusted like the rest of the page's claims about itself.
+- ``corroborated``: read from text (a "$N" in a title), but two publishers state the same amount: the
+  feed entry's title and the title of the deal page, on another site than the feed.
+- ``text``: read from one text only (a feed's title, or a page's title on the feed's own site). Such a
+  price is low-trust: "$1" in a title is as easy to write as any other word. The deal is priced and
+  remembered, but never surfaced (``price_from_text``).
+
+And a deal far below its estimate (a discount above ``planner.max_discount``: under 20% of the
+estimate by default) is rejected as implausible (``implausible_discount``): a typo, a price per unit,
+a hostile "$1" in structured data, or an estimate gone wrong, none of which is worth a notification.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pricer.core.prompt import clean_text
 from pricer.data.text import FULL_TEXT_CHARS, scrub
+
+if TYPE_CHECKING:
+    from pricer.agents.config import PlannerConfig
+
+PriceSource = Literal["structured", "corroborated", "text"]
+OPPORTUNITY = "opportunity"
 
 
 def canonical_url(url: str) -> str:
@@ -40,6 +62,9 @@ class Deal(BaseModel):
     description: str = Field("", max_length=20_000)
     price: float = Field(gt=0)
     feed: str = Field(min_length=1)
+    # The scanner states it for every scraped deal; code that builds a deal itself (a test, the memory
+    # reading back an opportunity that already passed) vouches for its price.
+    price_source: PriceSource = "structured"
 
     @field_validator("url")
     @classmethod
@@ -59,7 +84,10 @@ class Deal(BaseModel):
     def _finite(cls, value: float) -> float:
         if not math.isfinite(value):
             raise ValueError("the price must be a finite number of dollars")
-        return round(float(value), 2)
+        rounded = round(float(value), 2)
+        if rounded <= 0:  # "0.001" passed gt=0, and would be stored as a free item 100% below any estimate
+            raise ValueError("the price must be at least a cent")
+        return rounded
 
     @property
     def key(self) -> str:
@@ -89,6 +117,21 @@ def discount(price: float, estimate: float) -> float:
     if not math.isfinite(estimate) or estimate <= 0:
         return float("nan")
     return (estimate - price) / estimate
+
+
+def verdict(deal: Deal, estimate: float, settings: PlannerConfig) -> str:
+    """``OPPORTUNITY``, or why a priced deal is not one: the reason the cycle report counts it under."""
+    if estimate < settings.min_estimate_usd:
+        return "below_min_estimate"
+    off = discount(deal.price, estimate)
+    if not off > settings.discount_threshold:
+        return "below_threshold"
+    # Trust before plausibility: a text price is not judged on an amount nobody vouched for.
+    if deal.price_source == "text":
+        return "price_from_text"
+    if off > settings.max_discount:
+        return "implausible_discount"
+    return OPPORTUNITY
 
 
 def deal_text(deal: Deal, max_chars: int = FULL_TEXT_CHARS) -> str:

@@ -3,14 +3,16 @@
 SQLite (WAL, ``synchronous=FULL``) under ``data/``. One planner cycle writes, in one
 transaction, the deals it priced, the opportunities it surfaced and one ``pending`` outbox row
 per opportunity, keyed by the deal's idempotency key (a hash of its canonical URL). The
-messenger then delivers pending rows and marks each ``sent`` only after its notifier
-succeeded. So a cycle killed anywhere leaves either nothing (before the commit) or pending rows
-that the next cycle delivers; a sent row is never sent again, and a deal is never recorded
-twice (the key is the primary key).
+messenger then claims pending rows (a lease, so two cycles running at once never send the same
+row) and marks each ``sent`` only after its notifier succeeded (``pricer.agents.outbox``). So a
+cycle killed anywhere leaves either nothing (before the commit) or pending rows that a later
+cycle delivers; a sent row is never sent again, and a deal is never recorded twice (the key is
+the primary key).
 
 The one window left is a kill after the notifier succeeded and before ``mark_sent``
-committed: that notification is sent again by the next cycle, with the same
-``Idempotency-Key`` header, so a receiver that dedupes on it still sees it once.
+committed: the next claimer sends that notification again (at once when the dead sender ran on
+this machine, else when its lease runs out) with the same ``Idempotency-Key`` header, so a
+receiver that dedupes on it still sees it once.
 """
 
 from __future__ import annotations
@@ -20,19 +22,23 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from pricer.agents.deals import Deal, Opportunity
-
-PENDING = "pending"
-SENT = "sent"
-EXPIRED = "expired"
+from pricer.agents.outbox import (
+    EXPIRED,
+    OUTBOX_SCHEMA,
+    PENDING,
+    SENT,
+    Outbox,
+    PendingNotification,
+    migrate,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deals (
@@ -58,26 +64,7 @@ CREATE TABLE IF NOT EXISTS opportunities (
     cycle_id TEXT NOT NULL,
     created_at REAL NOT NULL
 );
-CREATE TABLE IF NOT EXISTS outbox (
-    key TEXT PRIMARY KEY REFERENCES opportunities(key),
-    status TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'expired')),
-    attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT,
-    notifier TEXT,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    sent_at REAL
-);
-CREATE INDEX IF NOT EXISTS outbox_status ON outbox(status);
 """
-
-
-@dataclass(frozen=True)
-class PendingNotification:
-    key: str
-    opportunity: Opportunity
-    attempts: int
-    created_at: float
 
 
 class Memory:
@@ -87,7 +74,9 @@ class Memory:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._conn().executescript(_SCHEMA)  # idempotent: CREATE ... IF NOT EXISTS
+        self._conn().executescript(_SCHEMA + OUTBOX_SCHEMA)  # idempotent: CREATE ... IF NOT EXISTS
+        migrate(self._conn())
+        self.outbox = Outbox(self._conn, self._transaction)
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -190,51 +179,24 @@ class Memory:
                     new.append(opp.key)
         return new
 
-    # ---- the outbox ---------------------------------------------------------------------------
+    # ---- the outbox (pricer.agents.outbox) ---------------------------------------------------
 
     def pending(self, limit: int | None = None) -> list[PendingNotification]:
-        sql = (
-            "SELECT o.*, x.attempts AS n_attempts, x.created_at AS queued_at FROM outbox x "
-            "JOIN opportunities o ON o.key = x.key WHERE x.status = 'pending' ORDER BY x.created_at, x.key"
-        )
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        return [
-            PendingNotification(
-                row["key"], _opportunity(row), int(row["n_attempts"]), float(row["queued_at"])
-            )
-            for row in self._conn().execute(sql)
-        ]
+        return self.outbox.pending(limit)
 
-    def mark_sent(self, key: str, notifier: str | None = None) -> bool:
-        """Pending -> sent; False when it was not pending (already sent or expired)."""
-        now = time.time()
-        with self._transaction() as conn:
-            changed = conn.execute(
-                "UPDATE outbox SET status = 'sent', attempts = attempts + 1, sent_at = ?, updated_at = ?, "
-                "last_error = NULL, notifier = COALESCE(?, notifier) WHERE key = ? AND status = 'pending'",
-                (now, now, notifier, key),
-            ).rowcount
-        return bool(changed)
+    def claim(
+        self, limit: int, lease_s: float, owner: str, *, exclude: Collection[str] = ()
+    ) -> list[PendingNotification]:
+        return self.outbox.claim(limit, lease_s, owner, exclude=exclude)
 
-    def mark_failed(self, key: str, error: str) -> None:
-        now = time.time()
-        with self._transaction() as conn:
-            conn.execute(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, updated_at = ? "
-                "WHERE key = ? AND status = 'pending'",
-                (error[:500], now, key),
-            )
+    def mark_sent(self, key: str, notifier: str | None = None, *, owner: str | None = None) -> bool:
+        return self.outbox.mark_sent(key, notifier, owner=owner)
+
+    def mark_failed(self, key: str, error: str, *, owner: str | None = None) -> bool:
+        return self.outbox.mark_failed(key, error, owner=owner)
 
     def expire_pending(self, older_than_s: float) -> int:
-        """Pending notifications older than this are not worth sending any more."""
-        now = time.time()
-        with self._transaction() as conn:
-            return conn.execute(
-                "UPDATE outbox SET status = 'expired', updated_at = ? "
-                "WHERE status = 'pending' AND created_at < ?",
-                (now, now - older_than_s),
-            ).rowcount
+        return self.outbox.expire_pending(older_than_s)
 
     # ---- reading ------------------------------------------------------------------------------
 
@@ -283,16 +245,5 @@ class Memory:
         }
 
     def outbox_row(self, key: str) -> dict[str, Any] | None:
-        row = self._conn().execute("SELECT * FROM outbox WHERE key = ?", (key,)).fetchone()
-        return None if row is None else dict(row)
+        return self.outbox.row(key)
 
-
-def _opportunity(row: sqlite3.Row) -> Opportunity:
-    deal = Deal(
-        url=row["url"],
-        title=row["title"],
-        description=row["description"],
-        price=row["price"],
-        feed=row["feed"],
-    )
-    return Opportunity(deal=deal, estimate=row["estimate"], estimates=json.loads(row["estimates"] or "{}"))

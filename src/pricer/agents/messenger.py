@@ -8,8 +8,13 @@ Pushover keys) are read from the environment variables the config names, when th
 is built, and never logged: errors name the host and the status, not the URL, and httpx's
 own request log (which prints full URLs) is held at WARNING.
 
-A notification is marked sent in memory only after its notifier succeeded; a failure leaves
-it pending for the next cycle (see ``pricer.agents.memory``).
+Each notification carries an ``Idempotency-Key`` header (the deal's key, also the body's ``id``
+for the webhook). Delivery is at-least-once: the messenger claims one outbox row at a time under a
+lease (``pricer.agents.outbox``), so two cycles running at once never send the same row, and marks
+it sent only after its notifier succeeded; a failure leaves it pending for the next cycle. A
+sender killed between the receiver's answer and ``mark_sent`` has its row sent again, with the
+same key, by the next cycle (at once when the dead sender ran on this machine, else once its lease
+runs out).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import httpx
 from pricer.agents.config import LogNotifierConfig, NtfyConfig, PushoverConfig, WebhookConfig
 from pricer.agents.deals import Opportunity
 from pricer.agents.memory import Memory
+from pricer.agents.outbox import new_owner
 from pricer.core.errors import ConfigError, RemoteAPIError
 from pricer.core.retry import (
     RETRYABLE_STATUS,
@@ -194,6 +200,7 @@ class NtfyNotifier(_HttpNotifier):
             "priority": self.priority,
             "tags": ["moneybag"],
         }
+        # ntfy does not document an idempotency key either; the header is for a relay that dedupes.
         headers = {"Idempotency-Key": opp.key}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
@@ -222,7 +229,9 @@ class PushoverNotifier(_HttpNotifier):
             "url": opp.deal.url[:512],
             "url_title": "Open the deal",
         }
-        self.post(self.api_url, data=data)
+        # Pushover's API defines no idempotency key and ignores this header: a resend after a kill shows
+        # twice on the phone. It is sent anyway, so that a relay in front of Pushover can dedupe.
+        self.post(self.api_url, data=data, headers={"Idempotency-Key": opp.key})
 
 
 class LogNotifier:
@@ -252,12 +261,27 @@ def build_notifier(config: Any, **kwargs: Any) -> Notifier:
     raise ValueError(f"unknown notifier config {type(config).__name__}")
 
 
+def lease_for(config: Any) -> float:
+    """How long a claimed notification stays its sender's: ``lease_s``, else the longest one send can
+    take under the notifier's retry settings, so that a live sender's claim is never taken over."""
+    if getattr(config, "lease_s", None) is not None:
+        return float(config.lease_s)
+    if not isinstance(config, RetrySettings):
+        return 30.0  # the log notifier: nothing on the wire
+    # httpx applies timeout_s to each of pool, connect, write and read: one attempt may take 4 of them.
+    # Between attempts the policy waits a backoff or a Retry-After (plus its jitter) up to the cap.
+    attempt = 4 * config.timeout_s
+    wait = max(config.backoff_max_s, 1.1 * config.max_retry_after_s + 0.01)
+    return (config.max_retries + 1) * attempt + config.max_retries * wait + 2.0
+
+
 @dataclass
 class DeliveryReport:
     attempted: int = 0
     sent: int = 0
     failed: int = 0
     expired: int = 0
+    held: int = 0  # pending rows another live sender had claimed: left to it
     skipped_reason: str | None = None
     seconds: float = 0.0
 
@@ -271,10 +295,16 @@ class Messenger:
     name = "messenger"
 
     def __init__(
-        self, config: Any, notifier: Notifier | None = None, *, max_age_s: float = 48 * 3600
+        self,
+        config: Any,
+        notifier: Notifier | None = None,
+        *,
+        max_age_s: float = 48 * 3600,
+        lease_s: float | None = None,
     ) -> None:
         self.config = config
         self.max_age_s = max_age_s
+        self.lease_s = lease_s if lease_s is not None else lease_for(config)
         self._notifier = notifier
         self._unavailable: str | None = None
 
@@ -298,28 +328,31 @@ class Messenger:
     def deliver(self, memory: Memory) -> DeliveryReport:
         started = time.perf_counter()
         report = DeliveryReport()
-        report.expired = memory.expire_pending(self.max_age_s)
+        outbox = memory.outbox
+        report.expired = outbox.expire_pending(self.max_age_s)
         if report.expired:
             log.warning(
                 "%d notifications pending for over %.0f h expired unsent",
                 report.expired,
                 self.max_age_s / 3600,
             )
-        pending = memory.pending()
-        if not pending:
-            report.seconds = time.perf_counter() - started
-            return report
-        notifier = self.notifier()
-        if notifier is None:
-            report.skipped_reason = self._unavailable
-            report.seconds = time.perf_counter() - started
-            return report
-        for item in pending:
+        owner = new_owner()
+        tried: set[str] = set()
+        # One row per claim: a lease then covers one send, so a crashed sender's rows come back soon,
+        # and two messengers running at once share the work row by row.
+        while claimed := outbox.claim(1, self.lease_s, owner, exclude=tried):
+            item = claimed[0]
+            notifier = self.notifier()
+            if notifier is None:
+                outbox.release([item.key], owner)
+                report.skipped_reason = self._unavailable
+                break
+            tried.add(item.key)
             report.attempted += 1
             try:
                 notifier.send(item.opportunity)
             except DeliveryError as error:
-                memory.mark_failed(item.key, str(error))
+                outbox.mark_failed(item.key, str(error), owner=owner)
                 report.failed += 1
                 log.warning(
                     "notification for %s not delivered: %s; it stays pending",
@@ -327,8 +360,12 @@ class Messenger:
                     error,
                 )
                 continue
-            memory.mark_sent(item.key, notifier.kind)
             report.sent += 1
+            if not outbox.mark_sent(item.key, notifier.kind, owner=owner):
+                # The send outlived the lease and another sender took the row over: it sends it again,
+                # with the same Idempotency-Key. A longer lease_s avoids this.
+                log.warning("notification for %s was sent after its %.0f s lease ran out; another cycle "
+                            "may send it again", item.opportunity.deal.url, self.lease_s)
             log.info(
                 "notified (%s): %s at $%.2f, estimated $%.2f",
                 notifier.kind,
@@ -336,6 +373,7 @@ class Messenger:
                 item.opportunity.deal.price,
                 item.opportunity.estimate,
             )
+        report.held = outbox.held(besides=owner)
         report.seconds = time.perf_counter() - started
         return report
 

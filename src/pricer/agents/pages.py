@@ -3,7 +3,8 @@
 The price comes from the page's structured data (schema.org ``Offer`` in JSON-LD, then
 ``product:price:amount`` meta tags, then ``itemprop="price"``), and only then from a dollar amount in
 the deal's title; each is read by the project's one amount parser. Free text in a description is
-never read as the price.
+never read as the price. A title's price is text, and is trusted only as far as ``price_trust`` says
+(see ``pricer.agents.deals``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Any, Protocol
 
+from pricer.agents.deals import PriceSource
 from pricer.core.parsing import find_price, parse_amount
 from pricer.core.prompt import clean_text
 
@@ -24,6 +26,7 @@ log = logging.getLogger(__name__)
 _PRICE_META = ("product:price:amount", "og:price:amount", "price")
 _SKIPPED_TAGS = frozenset({"script", "style", "noscript", "template", "svg", "head"})
 _MAX_BODY_CHARS = 8000
+STRUCTURED_SOURCES = frozenset({"json-ld", "meta", "itemprop"})
 
 
 class Listing(Protocol):
@@ -150,7 +153,16 @@ class PageInfo:
     title: str
     description: str
     price: float | None
-    price_source: str | None
+    price_source: str | None  # json-ld | meta | itemprop | title (the feed's) | page-title
+    page_agrees: bool = False  # a feed title's price that the page's own title states too
+
+
+def price_trust(info: PageInfo, *, independent: bool) -> PriceSource:
+    """How far a page's price is trusted; ``independent``: the page is on another site than its feed."""
+    if info.price_source in STRUCTURED_SOURCES:
+        return "structured"
+    # The same site's feed and page are one publisher saying it twice; two sites are two publishers.
+    return "corroborated" if info.page_agrees and independent else "text"
 
 
 def extract_page(html: str, entry: Listing | None = None) -> PageInfo:
@@ -163,23 +175,27 @@ def extract_page(html: str, entry: Listing | None = None) -> PageInfo:
         log.debug("html parser stopped early", exc_info=True)
     meta = parser.meta
     entry_title = entry.title if entry else ""
-    title = clean_text(entry_title or meta.get("og:title") or parser.title)
+    # Markup in a title ("<script>", "<b>") is dropped: a title is shown in notifications as it is. Prices
+    # are read from the raw titles below, before cleaning could join "$1\u200b99" into "$199".
+    title = html_to_text(entry_title or meta.get("og:title") or parser.title)
     description = clean_text(
         meta.get("og:description")
         or meta.get("description")
         or (entry.summary if entry else "")
         or "".join(parser.text)
     )
+    page_title_price = find_price(meta.get("og:title") or parser.title, currency_required=True)
     candidates: list[tuple[str, float | None]] = [
         ("json-ld", _json_ld_price(parser.json_ld)),
         ("meta", next((parse_amount(meta[name]) for name in _PRICE_META if name in meta), None)),
         ("itemprop", parse_amount(parser.itemprop_price)),
         ("title", find_price(entry_title, currency_required=True)),
-        ("page-title", find_price(meta.get("og:title") or parser.title, currency_required=True)),
+        ("page-title", page_title_price),
     ]
     for source, price in candidates:
         if price is not None and price > 0:  # "0" or "free" is no offer price: the next source may state one
-            return PageInfo(title, description, price, source)
+            agrees = source == "title" and page_title_price is not None and abs(page_title_price - price) < 0.005
+            return PageInfo(title, description, price, source, agrees)
     return PageInfo(title, description, None, None)
 
 

@@ -1,7 +1,10 @@
 """The planner: one cycle = scan -> estimate (each agent) -> ensemble -> pick -> remember -> notify.
 
 A deal becomes an opportunity when ``(estimate - price) / estimate`` exceeds
-``planner.discount_threshold`` (and the estimate is at least ``planner.min_estimate_usd``).
+``planner.discount_threshold`` (and the estimate is at least ``planner.min_estimate_usd``), its price
+is not low-trust text and the discount is not implausible (``pricer.agents.deals.verdict``). Every
+priced deal that is not surfaced is counted in ``CycleReport.rejected`` under its reason, so
+``deals == unpriced + len(opportunities) + sum(rejected)``.
 Every deal that got an estimate is remembered, so the next cycle's scan skips it; the
 opportunities and their pending notifications are written in the same transaction, then the
 messenger delivers whatever is pending, including what an earlier, interrupted cycle left.
@@ -22,6 +25,7 @@ import math
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from pricer.agents.config import AgentsConfig, load_agents_config
-from pricer.agents.deals import Deal, Opportunity, deal_text, discount
+from pricer.agents.deals import OPPORTUNITY, Deal, Opportunity, deal_text, verdict
 from pricer.agents.estimators import AgentResult, PriceAgent, RegistryAgent, build_agents, registered_ensemble
 from pricer.agents.memory import Memory
 from pricer.agents.messenger import Messenger
@@ -51,6 +55,7 @@ class CycleReport:
     priced: int = 0
     unpriced: int = 0
     opportunities: list[dict[str, Any]] = field(default_factory=list)
+    rejected: Counter[str] = field(default_factory=Counter)  # priced, not surfaced: why
     new_opportunities: int = 0
     agents: dict[str, dict[str, Any]] = field(default_factory=dict)
     skipped_agents: list[str] = field(default_factory=list)
@@ -63,7 +68,7 @@ class CycleReport:
     trace_id: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {**self.__dict__, "rejected": dict(self.rejected)}
 
 
 @dataclass
@@ -228,6 +233,7 @@ class Planner:
                                     "deals",
                                     "priced",
                                     "unpriced",
+                                    "rejected",
                                     "new_opportunities",
                                     "opportunities",
                                     "delivery",
@@ -282,18 +288,23 @@ class Planner:
                     report.unpriced += 1
                     continue
                 report.priced += 1
-                off = discount(deal.price, value)
-                if value >= settings.min_estimate_usd and off > settings.discount_threshold:
+                outcome = verdict(deal, value, settings)
+                if outcome == OPPORTUNITY:
                     per_agent = {
                         name: rounded(result.estimates[i]) for name, result in estimate.results.items()
                     }
                     opportunities.append(Opportunity(deal=deal, estimate=value, estimates=per_agent))
-                else:
-                    priced.append((deal, value))
+                    continue
+                report.rejected[outcome] += 1
+                priced.append((deal, value))  # remembered as seen, so not scanned again
+                if outcome in ("price_from_text", "implausible_discount"):
+                    log.warning("deal %s not surfaced (%s): $%.2f (%s) against an estimate of $%.2f",
+                                deal.url, outcome, deal.price, deal.price_source, value)
             opportunities.sort(key=lambda opp: opp.discount, reverse=True)
             if settings.max_opportunities_per_cycle is not None:
                 for opp in opportunities[settings.max_opportunities_per_cycle :]:
                     priced.append((opp.deal, opp.estimate))  # remembered as seen, not surfaced
+                    report.rejected["over_cycle_limit"] += 1
                 opportunities = opportunities[: settings.max_opportunities_per_cycle]
 
         report.timings["estimate"] = time.perf_counter() - clock
@@ -310,6 +321,7 @@ class Planner:
                 "url": opp.deal.url,
                 "title": opp.deal.title,
                 "price": opp.deal.price,
+                "price_source": opp.deal.price_source,
                 "estimate": round(opp.estimate, 2),
                 "discount": round(opp.discount, 4),
             }

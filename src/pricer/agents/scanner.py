@@ -4,20 +4,21 @@ A bad feed or page never stops a scan: malformed XML, timeouts, HTTP errors, pag
 price and entries that fail validation are logged, counted per reason in the ``ScanReport`` and
 skipped (read = deals + skipped, per reason). Deals already in memory are skipped before their
 page is fetched. Pages are fetched concurrently with one pooled ``httpx.Client``, each under a
-timeout and a byte limit.
+timeout and a byte limit. A feed over the byte limit keeps the entries that arrived complete and
+counts the rest (``pricer.agents.feeds``); entries past ``max_deals_per_feed`` are counted too.
 
 Feeds are read by feedparser; prices by the project's one amount parser (``pricer.core.parsing``).
 The offered price comes from the page's structured data (schema.org ``Offer`` in JSON-LD, then
 ``product:price:amount`` meta tags, then ``itemprop="price"``), and only then from a dollar
 amount in the deal's title. Free text in a description is never read as the price, so a page
-cannot talk its way into a different price; it can only change its own description.
+cannot talk its way into a different price; it can only change its own description. Each deal
+says where its price came from (``Deal.price_source``): a title's price is low-trust text.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import xml.sax
 from collections import Counter
 from collections.abc import Container, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,24 +26,17 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-import feedparser
 import httpx
 from pydantic import ValidationError
 
 from pricer.agents.config import FeedConfig, ScannerConfig
 from pricer.agents.deals import Deal, canonical_url, deal_key
-from pricer.agents.pages import extract_page, html_to_text
+from pricer.agents.feeds import EntryCounter, FeedEntry, FetchError, parse_feed, salvage
+from pricer.agents.pages import extract_page, price_trust
+
+__all__ = ["FeedEntry", "FetchError", "ScanReport", "Scanner", "extract_page", "parse_feed"]
 
 log = logging.getLogger(__name__)
-
-
-class FetchError(Exception):
-    """A feed or page that could not be read; ``reason`` is the counter it is reported under."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 class _Offsite(Exception):
@@ -50,19 +44,37 @@ class _Offsite(Exception):
 
 
 @dataclass(frozen=True)
-class FeedEntry:
-    feed: str
-    title: str
-    link: str
-    summary: str
+class Fetched:
+    """A response body, cut at ``max_page_bytes`` when ``truncated``."""
+
+    body: bytes
+    url: str  # after redirects
+    charset: str
+    truncated: bool = False
+    entries_past: int = 0  # a cut feed: entry start tags counted after the cut
+    counted_to_end: bool = True  # False: counting stopped at max_feed_tail_bytes or the deadline
+
+
+@dataclass(frozen=True)
+class FeedRead:
+    """A feed's entries to scan, and how many more it held (past the byte limit, past ``max_deals_per_feed``)."""
+
+    entries: list[FeedEntry]
+    over_limit: int = 0
+    truncated: dict[str, Any] | None = None  # kept, cut, counted_to_end: for the report
 
 
 @dataclass
 class ScanReport:
-    """What one scan read and what became of it: ``entries == deals + sum(skipped)``."""
+    """What one scan read and what became of it: ``entries == deals + sum(skipped)``.
+
+    A feed over the byte limit is in ``feeds_truncated`` (entries kept, entries cut and whether the cut
+    ones were counted to the end of the response); its cut entries are ``skipped["feed_truncated"]``.
+    """
 
     feeds: int = 0
     feeds_failed: Counter[str] = field(default_factory=Counter)
+    feeds_truncated: dict[str, dict[str, Any]] = field(default_factory=dict)
     entries: int = 0
     deals: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
@@ -72,14 +84,12 @@ class ScanReport:
         return {
             "feeds": self.feeds,
             "feeds_failed": dict(self.feeds_failed),
+            "feeds_truncated": dict(self.feeds_truncated),
             "entries": self.entries,
             "deals": self.deals,
             "skipped": dict(self.skipped),
             "seconds": round(self.seconds, 3),
         }
-
-
-# --------------------------------------------------------------------------- parsing
 
 
 def _site(url: str) -> str:
@@ -88,25 +98,9 @@ def _site(url: str) -> str:
     return host.removeprefix("www.")
 
 
-def parse_feed(body: bytes, feed: str, base_url: str = "") -> list[FeedEntry]:
-    """RSS 2.0, RSS 1.0 (RDF) or Atom bytes -> entries. Raises ``FetchError('feed_malformed', ...)``.
-
-    feedparser resolves relative links against ``base_url``, never fetches external entities and
-    strips scripts from summaries; what is not well-formed XML, or not a feed, is refused whole.
-    """
-    parsed = feedparser.parse(body, response_headers={"content-type": "application/xml",
-                                                     "content-location": base_url})
-    if parsed.bozo and isinstance(parsed.get("bozo_exception"), xml.sax.SAXException):
-        raise FetchError("feed_malformed", f"not well-formed XML ({parsed.bozo_exception})")
-    if not parsed.version:
-        raise FetchError("feed_malformed", "not an RSS or Atom feed")
-    entries = []
-    for entry in parsed.entries:
-        content = entry.get("content") or [{}]
-        summary = entry.get("summary") or content[0].get("value") or ""
-        entries.append(FeedEntry(feed=feed, title=str(entry.get("title") or "").strip(),
-                                 link=str(entry.get("link") or ""), summary=html_to_text(summary)))
-    return entries
+def _same_site(url: str, other: str) -> bool:
+    one, two = _site(url), _site(other)
+    return one == two or one.endswith("." + two) or two.endswith("." + one)
 
 
 class Scanner:
@@ -127,6 +121,7 @@ class Scanner:
         self._sites = {_site(feed.url) for feed in self.feeds} | {
             host.lower() for host in config.allowed_hosts
         }
+        self._feed_urls = {feed.name: feed.url for feed in self.feeds}
 
     def _http(self) -> httpx.Client:
         if self._client is None:
@@ -157,30 +152,39 @@ class Scanner:
             self._client.close()
             self._client = None
 
-    def fetch(self, url: str, what: str) -> tuple[bytes, str, str]:
-        """GET ``url`` under the timeout and the byte limit -> (body, final URL, declared charset)."""
+    def fetch(self, url: str, what: str, *, count_entries: bool = False) -> Fetched:
+        """GET ``url`` under the timeout and the byte limit -> its body (cut at the limit), final URL, charset.
+
+        ``count_entries``: when the body is cut, read on (at most ``max_feed_tail_bytes``, within the
+        deadline) only to count the feed entries that start after the cut.
+        """
         deadline = time.monotonic() + self.config.timeout_s * 3  # slow drip: per-read timeouts add up
+        limit = self.config.max_page_bytes
         try:
             with self._http().stream("GET", url) as response:
                 if response.status_code >= 400:
                     raise FetchError(f"{what}_http_error", f"HTTP {response.status_code}")
                 chunks: list[bytes] = []
                 size = 0
-                for chunk in response.iter_bytes():
+                stream = response.iter_bytes()
+                for chunk in stream:
                     chunks.append(chunk)
                     size += len(chunk)
-                    if size >= self.config.max_page_bytes:
-                        log.info(
-                            "%s %s is larger than %d bytes; reading only that much",
-                            what,
-                            url,
-                            self.config.max_page_bytes,
-                        )
+                    if size > limit:
+                        log.info("%s %s is larger than %d bytes; reading only that much", what, url, limit)
                         break
                     if time.monotonic() > deadline:
                         raise FetchError(f"{what}_timeout", "the response took too long overall")
-                body = b"".join(chunks)[: self.config.max_page_bytes]
-                return body, str(response.url), response.charset_encoding or "utf-8"
+                body = b"".join(chunks)
+                final, charset = str(response.url), response.charset_encoding or "utf-8"
+                if size <= limit:
+                    return Fetched(body, final, charset)
+                if not count_entries:
+                    return Fetched(body[:limit], final, charset, truncated=True)
+                counter = EntryCounter(body[:limit])
+                counter.feed(body[limit:])
+                to_end = self._count_rest(stream, counter, deadline)
+                return Fetched(body[:limit], final, charset, True, counter.count, to_end)
         except _Offsite as error:  # raised by the host check, e.g. on a redirect
             raise FetchError(f"{what}_offsite", str(error)) from None
         except httpx.TimeoutException:
@@ -188,19 +192,44 @@ class Scanner:
         except httpx.HTTPError as error:
             raise FetchError(f"{what}_unreachable", type(error).__name__) from None
 
-    def read_feed(self, feed: FeedConfig) -> list[FeedEntry]:
-        body, final_url, _ = self.fetch(feed.url, "feed")  # XML declares its own encoding
-        return parse_feed(body, feed.name, final_url)[: self.config.max_deals_per_feed]
+    def _count_rest(self, stream: Any, counter: EntryCounter, deadline: float) -> bool:
+        """Feed the rest of a response to ``counter``; False when it stopped before the end."""
+        try:
+            for chunk in stream:
+                if counter.bytes >= self.config.max_feed_tail_bytes or time.monotonic() > deadline:
+                    return False
+                counter.feed(chunk)
+        except httpx.HTTPError:  # the count is a courtesy: what was read is still parsed
+            return False
+        return True
+
+    def read_feed(self, feed: FeedConfig) -> FeedRead:
+        fetched = self.fetch(feed.url, "feed", count_entries=True)  # XML declares its own encoding
+        truncated = None
+        if not fetched.truncated:
+            entries = parse_feed(fetched.body, feed.name, fetched.url)
+        else:
+            salvaged = salvage(fetched.body)
+            entries = parse_feed(salvaged.body, feed.name, fetched.url) if salvaged.body else []
+            cut = salvaged.cut + fetched.entries_past
+            truncated = {"kept": len(entries), "cut": cut, "counted_to_end": fetched.counted_to_end}
+            log.warning(
+                "feed %s is larger than scanner.max_page_bytes (%d): %d entries kept, %s%d cut",
+                feed.name, self.config.max_page_bytes, len(entries), "" if fetched.counted_to_end else "at least ",
+                cut,
+            )
+        keep = self.config.max_deals_per_feed
+        return FeedRead(entries[:keep], max(0, len(entries) - keep), truncated)
 
     def _deal(self, entry: FeedEntry) -> Deal:
         if not self.allowed(entry.link):
             host = urlsplit(entry.link).hostname
             raise FetchError("page_offsite", f"{host} is neither a feed's site nor an allowed host")
-        body, _, charset = self.fetch(entry.link, "page")
+        page = self.fetch(entry.link, "page")
         try:
-            html = body.decode(charset, errors="replace")
+            html = page.body.decode(page.charset, errors="replace")
         except LookupError:  # a charset Python does not know
-            html = body.decode("utf-8", errors="replace")
+            html = page.body.decode("utf-8", errors="replace")
         info = extract_page(html, entry)
         if info.price is None:
             raise FetchError("no_price", "the page states no offered price")
@@ -211,6 +240,9 @@ class Scanner:
                 description=info.description[: self.config.max_description_chars],
                 price=info.price,
                 feed=entry.feed,
+                price_source=price_trust(
+                    info, independent=not _same_site(page.url, self._feed_urls.get(entry.feed, page.url))
+                ),
             )
         except ValidationError as error:
             reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
@@ -231,8 +263,17 @@ class Scanner:
                 report.feeds_failed[error.reason] += 1
                 log.warning("feed %s skipped: %s", feed.name, error)
                 continue
-            log.info("feed %s: %d entries", feed.name, len(found))
-            entries.extend(found)
+            log.info("feed %s: %d entries", feed.name, len(found.entries))
+            entries.extend(found.entries)
+            # Entries the feed held but the scan will not look at: read (counted), and skipped with why.
+            if found.over_limit:
+                report.entries += found.over_limit
+                report.skipped["over_feed_limit"] += found.over_limit
+            if found.truncated is not None:
+                report.feeds_truncated[feed.name] = found.truncated
+                if found.truncated["cut"]:
+                    report.entries += found.truncated["cut"]
+                    report.skipped["feed_truncated"] += found.truncated["cut"]
 
         todo: list[FeedEntry] = []
         seen: set[str] = set()

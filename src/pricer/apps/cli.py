@@ -16,6 +16,7 @@ from typing import Annotated, Any, Optional
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
@@ -30,8 +31,10 @@ class _Commands(TyperGroup):
             if ctx.meta.get("pricer.verbose"):
                 console.print(traceback.format_exc(), markup=False, highlight=False)
             lines = str(error).splitlines() or [type(error).__name__]
-            console.print(f"[red]error:[/red] {lines[0]}" + (" (-v shows more)" if len(lines) > 1 else ""),
-                          highlight=False)
+            # Soft wrap: one error is one line, however narrow the terminal; escaped: "[...]" in a message
+            # is text, not markup.
+            console.print(f"[red]error:[/red] {escape(lines[0])}" + (" (-v shows more)" if len(lines) > 1 else ""),
+                          highlight=False, soft_wrap=True)
             for line in lines[1:] if ctx.meta.get("pricer.verbose") or len(lines) <= 12 else lines[1:12]:
                 console.print(f"  {line.strip()}", markup=False, highlight=False)
             raise typer.Exit(2) from None

@@ -20,6 +20,11 @@ an amount, and these rules:
   without one, the first amount ("42.00\\n\\nHow much..." is 42), unless the caller requires currency
   (a deal title: "55-Inch TV" states no price). A field (``parse_amount``) must be one amount and
   nothing else: "from $5", "N/A" and "10 - 20" are None.
+- **Look-alikes**: only ASCII digits make an amount. Other digits (Arabic-Indic "١٠٠", fullwidth "１００")
+  and an amount touching another digit or an invisible character (zero-width space, a bidi override:
+  any Unicode format character) are no amount: a page can use them to show one number and state
+  another ("$1\\u200b99" looks like $199, "$1٠٠" like $100), so what cannot be read unambiguously is
+  not read at all.
 - **Free**: "free" is 0.0, in a field, or in free text that holds no amount.
 - Numbers given as numbers pass as they are when finite and not negative; booleans, NaN, infinities,
   overflowing digits and anything else are None. Neither parser ever raises.
@@ -29,13 +34,15 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from dataclasses import dataclass
 
 _TOKEN = re.compile(
-    r"(?P<sign>[-\u2212](?=[$\dU.]))?"  # a minus only when glued to what follows: "- 5" is a dash
+    r"(?P<sign>[-\u2212](?=[$0-9U.]))?"  # a minus only when glued to what follows: "- 5" is a dash
     r"(?P<pre>US\s?\$|USD\s?|\$)?\s?"
-    r"(?P<inner_sign>[-\u2212](?=[\d.]))?"
-    r"(?P<num>\d{1,3}(?:,\d{3})+(?![\d,])(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
+    r"(?P<inner_sign>[-\u2212](?=[0-9.]))?"
+    # [0-9], not \d: \d also matches every other script's digits, which float() then reads.
+    r"(?P<num>[0-9]{1,3}(?:,[0-9]{3})+(?![0-9,])(?:\.[0-9]+)?|[0-9]+(?:\.[0-9]+)?|\.[0-9]+)"
     r"(?P<k>[kK](?![A-Za-z]))?"
     r"(?P<post>\s?(?:%|USD\b|dollars?\b|bucks\b))?",
     re.IGNORECASE,
@@ -44,6 +51,11 @@ _FOREIGN_BEFORE = re.compile(r"(?:[€£¥₹]|\b(?:EUR|GBP|JPY|CAD|AUD|INR|CA|A
 _FOREIGN_AFTER = re.compile(r"^\s?(?:EUR|GBP|JPY|CAD|AUD|INR|euros?|pounds? sterling)\b", re.IGNORECASE)
 _RANGE_JOIN = re.compile(r"\s*(?:-|\u2013|\u2014|to|and|or)\s*", re.IGNORECASE)
 _FREE = re.compile(r"\bfree\b", re.IGNORECASE)
+
+
+def _obscured(char: str) -> bool:
+    """A neighbour that makes an amount ambiguous: another script's digit, or an invisible format character."""
+    return bool(char) and (char.isnumeric() or unicodedata.category(char) == "Cf")
 
 
 @dataclass(frozen=True)
@@ -69,6 +81,7 @@ def _amounts(text: str) -> list[_Amount]:
         post = (match.group("post") or "").strip().lower()
         marked = bool(match.group("pre")) or post in ("usd", "dollar", "dollars", "bucks")
         if (before.isalnum() or before == "." or (after.isalpha() and not post) or post == "%"
+                or _obscured(before) or _obscured(after)
                 or (match.group("k") and not marked) or _FOREIGN_BEFORE.search(text[:start])
                 or _FOREIGN_AFTER.match(text[match.end():])):
             continue

@@ -28,7 +28,15 @@ UNTRUSTED_SYSTEM_SUFFIX = (
 )
 # Fragments that would let scraped text close the data block or pose as a priced example.
 _FORGEABLE = re.compile(r"<<<|>>>|PRODUCT_DATA|" + re.escape(PROMPT_ANSWER_PREFIX), re.IGNORECASE)
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
+# Characters that do not show what they are: C0 and C1 controls (tab, newline and CR aside), every Unicode
+# format character (zero-width ones, bidi overrides and isolates, the tag characters that smuggle invisible
+# ASCII) and variation selectors. Scraped text could hide instructions or reorder what a reader sees.
+_CONTROL = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2"
+    "\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufe00-\ufe0f\ufeff\ufff9-\ufffb"
+    "\U000110bd\U000110cd\U00013430-\U00013438\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    "\U000e0001\U000e0020-\U000e007f\U000e0100-\U000e01ef]"
+)
 _SPACES = re.compile(r"[^\S\n]+")
 _BLANK_LINES = re.compile(r"\n\s*\n+")
 

@@ -1,8 +1,10 @@
 """The curation stage: raw records in, curated train/val/test Parquet, a quarantine file and a
-report out. Streams in batches, so memory stays flat in the number of records.
+report out. Streams in batches, so memory stays flat in the number of records: rows go to disk as
+each batch ends, and the keys that find duplicates live in an SQLite file (``pricer.data.dedupe``).
 
 Every record read ends in exactly one place: a split, or the quarantine file with its
-reason (``kept + rejected == read`` is checked before the outputs are published).
+reason. ``kept + rejected == read``, with ``read`` counted by the source itself, is checked
+before the outputs are published (``pricer.data.staging``: all together, or none).
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import islice, pairwise
 from pathlib import Path
+from tempfile import TemporaryDirectory
 from typing import Any
 
 import pandas as pd
@@ -22,13 +25,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from pricer.core.files import atomic_write_json, file_digest, staged_file
+from pricer.core.errors import DataError
+from pricer.core.files import atomic_write_json, file_digest
 from pricer.core.prompt import build_prompt, completion
 from pricer.core.schema import SPLITS
 from pricer.data.config import BalanceConfig, CurateConfig, JsonlSourceConfig
+from pricer.data.dedupe import SeenKeys
 from pricer.data.records import Product, Reason, Rejection, decode_line, has_broken_encoding, parse_record
-from pricer.data.sources import RawRecord, read_source
+from pricer.data.sources import RawRecord, SourceFault, SourceStream, read_source
 from pricer.data.split import assign_split, item_id, unit_hash
+from pricer.data.staging import Staging
 from pricer.data.text import FULL_TEXT_CHARS, product_text
 from pricer.data.tokenizer import load_tokenizer, truncate_to_tokens
 
@@ -67,6 +73,7 @@ class CurationReport:
     price_histogram: Counter[str] = field(default_factory=Counter)
     truncated: int = 0
     tokens_total: int = 0
+    source_faults: list[SourceFault] = field(default_factory=list)
     outputs: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -75,6 +82,9 @@ class CurationReport:
             "kept": self.kept,
             "rejected": sum(self.rejected.values()),
             "rejected_by_reason": dict(sorted(self.rejected.items())),
+            # Parts of the source that held no readable record (a truncated .gz): not rows, so not in
+            # read, kept or rejected, but never silent.
+            "source_errors": [{"origin": fault.origin, "reason": fault.reason} for fault in self.source_faults],
             "splits": {name: self.splits[name] for name in SPLITS},
             "categories": dict(self.categories.most_common()),
             "price_histogram": {label: self.price_histogram[label] for label in HISTOGRAM_LABELS},
@@ -85,15 +95,25 @@ class CurationReport:
             "outputs": self.outputs,
         }
 
-    def check_balanced(self) -> None:
+    def settle(self, source: SourceStream, written: Counter[str]) -> None:
+        """Take the source's own count as ``read`` and check that every record read was written once.
+
+        The two sides are counted apart: ``read`` where the source hands records out, kept and
+        rejected where rows and quarantine lines are written, so a record lost in between fails here.
+        """
+        self.read, self.source_faults = source.read, list(source.faults)
         rejected = sum(self.rejected.values())
-        if self.kept + rejected != self.read:
-            raise AssertionError(f"curation lost records: kept {self.kept} + rejected {rejected} != read {self.read}")
+        if (written["kept"], written["rejected"]) != (self.kept, rejected) or self.kept + rejected != self.read:
+            raise DataError(
+                f"curation lost records: the source read {self.read:,}, but kept {self.kept:,} + rejected "
+                f"{rejected:,} = {self.kept + rejected:,} (written: {written['kept']:,} rows, "
+                f"{written['rejected']:,} quarantine lines); no output was published"
+            )
 
 
 HISTOGRAM_LABELS = tuple(
     f"{lo:g}-{hi:g}" if hi != float("inf") else f"{lo:g}+"
-    for lo, hi in zip(PRICE_HISTOGRAM_EDGES, PRICE_HISTOGRAM_EDGES[1:])
+    for lo, hi in pairwise(PRICE_HISTOGRAM_EDGES)
 )
 
 
@@ -115,11 +135,11 @@ def _keep_fraction(config: CurateConfig, product: Product) -> float:
 class Curator:
     """Turns a stream of raw records into curated rows and rejections, batch by batch."""
 
-    def __init__(self, config: CurateConfig) -> None:
+    def __init__(self, config: CurateConfig, seen: SeenKeys) -> None:
         self.config = config
         self.tokenizer = load_tokenizer(config.tokenizer)
         self.report = CurationReport()
-        self._seen: set[tuple[str, float]] = set()
+        self._seen = seen
 
     def _screen(self, origin: str, raw: Any) -> Product | Rejection:
         record = decode_line(raw, origin) if isinstance(raw, bytes | str) else raw
@@ -146,10 +166,14 @@ class Curator:
         return texts, counts
 
     def process(self, batch: list[RawRecord]) -> tuple[dict[str, list[dict[str, Any]]], list[Rejection]]:
+        with self._seen:
+            rejections, candidates = self._filter(batch)
+        return self._rows(candidates), self._count(rejections)
+
+    def _filter(self, batch: list[RawRecord]) -> tuple[list[Rejection], list[tuple[Product, str, str]]]:
         rejections: list[Rejection] = []
         candidates: list[tuple[Product, str, str]] = []
         for origin, raw in batch:
-            self.report.read += 1
             product = self._screen(origin, raw)
             if isinstance(product, Rejection):
                 rejections.append(product)
@@ -163,11 +187,10 @@ class Curator:
                 rejections.append(Rejection(Reason.TOO_LITTLE_TEXT, detail, origin, raw))
                 continue
             identity = item_id(product.title, product.brand)
-            if (identity, product.price) in self._seen:
+            if not self._seen.add(identity, product.price):
                 rejections.append(Rejection(Reason.DUPLICATE, f"same product and price as item {identity}", origin,
                                             {"title": product.title, "price": product.price}))
                 continue
-            self._seen.add((identity, product.price))
             if unit_hash(self.config.split.salt, "balance", identity, f"{product.price}") >= _keep_fraction(
                 self.config, product
             ):
@@ -175,7 +198,9 @@ class Curator:
                                             {"title": product.title, "price": product.price}))
                 continue
             candidates.append((product, identity, text))
+        return rejections, candidates
 
+    def _rows(self, candidates: list[tuple[Product, str, str]]) -> dict[str, list[dict[str, Any]]]:
         texts, counts = self._truncate(candidates)
         rows: dict[str, list[dict[str, Any]]] = {name: [] for name in SPLITS}
         for (product, identity, _), text, count in zip(candidates, texts, counts, strict=True):
@@ -203,9 +228,12 @@ class Curator:
             self.report.price_histogram[_histogram_label(product.price)] += 1
             self.report.tokens_total += count
             self.report.truncated += count == self.config.max_tokens
+        return rows
+
+    def _count(self, rejections: list[Rejection]) -> list[Rejection]:
         for rejection in rejections:
             self.report.rejected[rejection.reason.value] += 1
-        return rows, rejections
+        return rejections
 
 
 def _batches(records: Iterable[RawRecord], size: int) -> Iterator[list[RawRecord]]:
@@ -223,50 +251,77 @@ def _quarantine_line(rejection: Rejection) -> str:
 
 
 def curate(config: CurateConfig, root: Path | None = None, records: Iterable[RawRecord] | None = None) -> dict[str, Any]:
-    """Run the stage; outputs appear only when complete (written aside, then renamed into place), and a
-    run that fails leaves the previous outputs and no staging file behind."""
+    """Run the stage; outputs appear only when all are complete (written aside, then renamed into place
+    together), and a run that fails leaves the previous outputs and no staging file behind."""
     root = root or Path.cwd()
-    out_dir, quarantine_path, report_path = (root / p for p in (config.output_dir, config.quarantine_path,
-                                                                   config.report_path))
-    targets = {name: out_dir / f"{name}.parquet" for name in SPLITS}
-    curator = Curator(config)
-    stream = records if records is not None else read_source(config.source)
-    with ExitStack() as outputs:
-        staged = {name: outputs.enter_context(staged_file(path)) for name, path in targets.items()}
-        quarantine_staged = outputs.enter_context(staged_file(quarantine_path))
-        writers = {name: pq.ParquetWriter(staged[name], SCHEMA, compression="zstd") for name in targets}
-        try:
-            with open(quarantine_staged, "w", encoding="utf-8") as quarantine:
-                progress = tqdm(desc="curate", unit=" records", mininterval=2.0, disable=None)
-                for batch in _batches(stream, config.batch_size):
-                    rows, rejections = curator.process(batch)
-                    for name, split_rows in rows.items():
-                        if split_rows:
-                            writers[name].write_table(pa.Table.from_pylist(split_rows, schema=SCHEMA))
-                    quarantine.writelines(_quarantine_line(r) + "\n" for r in rejections)
-                    progress.update(len(batch))
-                progress.close()
-        finally:
-            for writer in writers.values():
-                writer.close()
-        curator.report.check_balanced()
-    report = curator.report
-    for name, path in targets.items():
-        report.outputs[f"{name}.parquet"] = file_digest(path)
-    report.outputs["quarantine.jsonl"] = file_digest(quarantine_path)
-    summary = report.to_dict()
-    atomic_write_json(report_path, summary)
+    targets = {f"{name}.parquet": root / config.output_dir / f"{name}.parquet" for name in SPLITS}
+    targets["quarantine.jsonl"] = root / config.quarantine_path
+    report_path = root / config.report_path
+    stream = _stream(config, records)
+    with (
+        Staging([*targets.values(), report_path]) as staging,
+        closing(SeenKeys(staging.scratch("seen.sqlite"))) as seen,
+    ):
+        staged = {name: staging.path(path) for name, path in targets.items()}
+        curator = Curator(config, seen)
+        written = _write(curator, stream, staged, config.batch_size)
+        report = curator.report
+        report.settle(stream, written)
+        report.outputs = {name: file_digest(path) for name, path in staged.items()}
+        summary = report.to_dict()
+        atomic_write_json(staging.path(report_path), summary)
+        staging.publish()
+    for fault in report.source_faults:
+        log.warning("source error in %s: %s", fault.origin, fault.reason)
     log.info("curated %d of %d records (%d rejected)", report.kept, report.read, summary["rejected"])
     return summary
+
+
+def _stream(config: CurateConfig, records: Iterable[RawRecord] | None) -> SourceStream:
+    if isinstance(records, SourceStream):
+        return records
+    return SourceStream(records) if records is not None else read_source(config.source)
+
+
+def _write(curator: Curator, stream: SourceStream, staged: dict[str, Path], batch_size: int) -> Counter[str]:
+    """Curate the stream into the staged files; what was written, counted as it is written."""
+    written: Counter[str] = Counter()
+    with ExitStack() as files:
+        writers: dict[str, pq.ParquetWriter] = {}
+        for name in SPLITS:
+            writers[name] = pq.ParquetWriter(staged[f"{name}.parquet"], SCHEMA, compression="zstd")
+            files.callback(writers[name].close)
+        quarantine = files.enter_context(open(staged["quarantine.jsonl"], "w", encoding="utf-8"))
+        progress = files.enter_context(tqdm(desc="curate", unit=" records", mininterval=2.0, disable=None))
+        for batch in _batches(stream, batch_size):
+            rows, rejections = curator.process(batch)
+            for name, split_rows in rows.items():
+                if split_rows:
+                    table = pa.Table.from_pylist(split_rows, schema=SCHEMA)
+                    writers[name].write_table(table)
+                    written["kept"] += table.num_rows
+            quarantine.writelines(_quarantine_line(r) + "\n" for r in rejections)
+            written["rejected"] += len(rejections)
+            progress.update(len(batch))
+    return written
 
 
 def clean_file(path: Path, config: CurateConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Every usable item of one file under the curation rules, without balancing or writing splits,
     and the report of what was rejected and why (for scoring or drift checks on new data)."""
     config = config.model_copy(update={"source": JsonlSourceConfig(paths=[path]), "balance": BalanceConfig()})
-    curator = Curator(config)
+    stream = read_source(config.source)
     kept: list[dict[str, Any]] = []
-    for batch in _batches(read_source(config.source), config.batch_size):
-        kept.extend(row for rows in curator.process(batch)[0].values() for row in rows)
-    curator.report.check_balanced()
+    written: Counter[str] = Counter()
+    with (
+        TemporaryDirectory(prefix="pricer-clean-") as scratch,
+        closing(SeenKeys(Path(scratch) / "seen.sqlite")) as seen,
+    ):
+        curator = Curator(config, seen)
+        for batch in _batches(stream, config.batch_size):
+            rows, rejections = curator.process(batch)
+            kept.extend(row for split_rows in rows.values() for row in split_rows)
+            written["rejected"] += len(rejections)
+    written["kept"] = len(kept)
+    curator.report.settle(stream, written)
     return pd.DataFrame(kept, columns=SCHEMA.names), curator.report.to_dict()

@@ -3,12 +3,18 @@
 ``raw`` is whatever the source holds (bytes of a JSONL line, a dict from the hub or the
 demo generator); ``pricer.data.records`` turns it into a product or a rejection, the same
 way for every source. Sources stream: nothing holds a whole file in memory.
+
+Every source is a ``SourceStream``: it counts the records it hands out, apart from whatever
+consumes them, so curation can prove that each record read reached an output. A file that cannot
+be read to its end (a truncated or corrupt ``.gz``) is a ``SourceFault`` of the stream, not a record.
 """
 
 from __future__ import annotations
 
 import gzip
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -18,6 +24,32 @@ from pricer.data.config import DemoSourceConfig, HFSourceConfig, JsonlSourceConf
 
 RawRecord = tuple[str, Any]
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".ndjson")
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFault:
+    """Part of a source that could not be read: no record stands for it, so it is reported instead."""
+
+    origin: str
+    reason: str
+
+
+class SourceStream(Iterator[RawRecord]):
+    """A source's records and its own count of them, kept where they are handed out.
+
+    The count is the curation check's independent side: the curator's kept + rejected must equal it,
+    which a record lost between here and the outputs breaks.
+    """
+
+    def __init__(self, records: Iterable[RawRecord], faults: list[SourceFault] | None = None) -> None:
+        self._records = iter(records)
+        self.read = 0
+        self.faults = faults if faults is not None else []
+
+    def __next__(self) -> RawRecord:
+        record = next(self._records)
+        self.read += 1
+        return record
 
 
 def _expand(paths: list[Path]) -> list[Path]:
@@ -40,20 +72,27 @@ def check_source(config: SourceConfig) -> None:
         _expand(config.paths)
 
 
-def read_jsonl(config: JsonlSourceConfig) -> Iterator[RawRecord]:
+def read_jsonl(config: JsonlSourceConfig) -> SourceStream:
+    faults: list[SourceFault] = []
+
     def lines() -> Iterator[RawRecord]:
         for path in _expand(config.paths):
-            opener = gzip.open if path.suffix == ".gz" else open
+            gz = path.suffix == ".gz"
+            number = 0
             try:
-                with opener(path, "rb") as handle:
+                with (gzip.open if gz else open)(path, "rb") as handle:
                     for number, line in enumerate(handle, start=1):
                         if line.strip():
                             yield f"{path.name}:{number}", line
-            except (OSError, EOFError) as error:
-                # A truncated .gz ends the file, not the run: what was read still counts.
-                yield f"{path.name}:eof", f"<unreadable remainder: {error}>".encode()
+            # A damaged file ends that file, not the run: its whole lines still count as read, and the
+            # damage is reported as such rather than as a record that was never in the file.
+            except EOFError as error:
+                faults.append(SourceFault(path.name, f"truncated gzip: {error} (after line {number})"))
+            except (OSError, zlib.error) as error:
+                kind = "corrupt gzip" if gz else "unreadable file"
+                faults.append(SourceFault(path.name, f"{kind}: {error} (after line {number})"))
 
-    return islice(lines(), config.limit)
+    return SourceStream(islice(lines(), config.limit), faults)
 
 
 def read_hf(config: HFSourceConfig) -> Iterator[RawRecord]:
@@ -82,12 +121,12 @@ def read_demo(config: DemoSourceConfig) -> Iterator[RawRecord]:
         yield f"demo:{number}", record
 
 
-def read_source(config: SourceConfig) -> Iterator[RawRecord]:
+def read_source(config: SourceConfig) -> SourceStream:
     match config:
         case DemoSourceConfig():
-            return read_demo(config)
+            return SourceStream(read_demo(config))
         case JsonlSourceConfig():
             return read_jsonl(config)
         case HFSourceConfig():
-            return read_hf(config)
+            return SourceStream(read_hf(config))
     raise SourceError(f"unknown source kind: {config!r}")

@@ -63,7 +63,8 @@ class ResponseCache:
 
 
 class CostLog:
-    """Append-only JSONL, one line per billable call; a key already recorded is never recorded again."""
+    """Append-only JSONL, one line per billed response (by its id); a response already recorded is never
+    recorded again, so a server's replay of an answer it already billed costs nothing here either."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -72,12 +73,13 @@ class CostLog:
         if self.path.exists():
             for line in self.path.read_text(encoding="utf-8").splitlines():
                 try:
-                    self._seen.add(json.loads(line)["idempotency_key"])
+                    entry = json.loads(line)
+                    self._seen.add(entry.get("response_id") or entry["idempotency_key"])
                 except (ValueError, KeyError, TypeError):
                     continue
 
     def record(self, entry: Mapping[str, Any]) -> bool:
-        key = entry["idempotency_key"]
+        key = entry.get("response_id") or entry["idempotency_key"]
         line = (_canonical(entry) + "\n").encode("utf-8")
         with self._lock:
             if key in self._seen:

@@ -27,7 +27,6 @@ import logging
 import os
 import random
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, TypeVar
@@ -82,7 +81,6 @@ class FrontierClient:
         self.cache = cache
         self.cost_log = cost_log
         self.totals = UsageTotals()
-        self.session = uuid.uuid4().hex  # idempotency keys are per client: a new session may pay again
         self._rng = random.Random()
         self.fatal: FrontierError | None = None
         self._traced = self._tracing()
@@ -246,7 +244,9 @@ class FrontierClient:
     ) -> CallResult:
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             return CallResult(hit.get("content"), find_price(hit.get("content")), cached=True)
-        idempotency_key = hashlib.sha256(f"{self.session}:{key}".encode()).hexdigest()[:32]
+        # One key per logical call, the same in every process: a retried task (a new client) that sends a
+        # call again gets the server's stored answer, not a second bill.
+        idempotency_key = hashlib.sha256(f"pricer:{self.config.name}:{key}".encode()).hexdigest()[:32]
         retries = async_retrying(self.config, rng=self._rng, on_retry=_log_retry)
         try:
             async for attempt in retries:
@@ -254,7 +254,8 @@ class FrontierClient:
                     if limiter is not None:
                         await limiter.acquire()
                     async with semaphore:
-                        content, usage, latency, ttft = await self._call(client, messages, idempotency_key)
+                        content, usage, latency, ttft, response_id = await self._call(
+                            client, messages, idempotency_key)
         except Retryable as error:
             attempts = attempts_made(retries)
             log.warning("%s: gave up after %d attempts (%s); the item counts as unparseable",
@@ -273,13 +274,18 @@ class FrontierClient:
             content, find_price(content), input_tokens, output_tokens,
             self.cost(input_tokens, output_tokens), latency, ttft, attempts=attempts_made(retries),
         )
-        self._record(key, idempotency_key, result)
+        if not self._record(key, idempotency_key, response_id, result):
+            # The server replayed an answer it already billed (to an earlier, interrupted process): no new cost.
+            result = CallResult(content, result.price, latency_s=latency, cached=True, attempts=result.attempts)
         return result
 
-    def _record(self, key: str, idempotency_key: str, result: CallResult) -> None:
+    def _record(self, key: str, idempotency_key: str, response_id: str | None, result: CallResult) -> bool:
+        """Cache the answer and log its cost; False when the cost log already holds this response."""
+        new = True
         if self.cost_log is not None:
-            self.cost_log.record({
+            new = self.cost_log.record({
                 "ts": time.time(),
+                "response_id": response_id or idempotency_key,
                 "idempotency_key": idempotency_key,
                 "request_key": key,
                 "name": self.config.name,
@@ -296,11 +302,12 @@ class FrontierClient:
             self.cache.put(key, {"content": result.content, "model": self.config.model,
                                  "input_tokens": result.input_tokens, "output_tokens": result.output_tokens,
                                  "created": time.time()})
+        return new
 
     async def _call(
         self, client: openai.AsyncOpenAI, messages: Messages, idempotency_key: str
-    ) -> tuple[str | None, Any, float, float | None]:
-        """One attempt. Raises ``Retryable`` for what a retry may fix, ``FrontierAuthError`` for bad keys."""
+    ) -> tuple[str | None, Any, float, float | None, str | None]:
+        """One attempt: the answer, its usage, latency, time to first token and the response's id. Raises ``Retryable`` for what a retry may fix, ``FrontierAuthError`` for bad keys."""
         started = time.perf_counter()
         ttft: float | None = None
         kwargs: dict[str, Any] = {
@@ -317,8 +324,9 @@ class FrontierClient:
                         **kwargs, stream=True, stream_options={"include_usage": True}
                     )
                     parts: list[str] = []
-                    usage = None
+                    usage, response_id = None, None
                     async for chunk in stream:
+                        response_id = response_id or getattr(chunk, "id", None)
                         if chunk.choices and chunk.choices[0].delta and chunk.choices[0].delta.content:
                             if ttft is None:
                                 ttft = time.perf_counter() - started
@@ -331,7 +339,7 @@ class FrontierClient:
                     if not getattr(completion, "choices", None):
                         raise ValueError("a completion without choices")
                     content = completion.choices[0].message.content
-                    usage = completion.usage
+                    usage, response_id = completion.usage, getattr(completion, "id", None)
         except (TimeoutError, openai.APITimeoutError):
             self.totals.bump("timeouts")
             raise Retryable("timeout") from None
@@ -357,7 +365,7 @@ class FrontierClient:
             # A 200 with a body that is not a chat completion (truncated JSON, wrong shape).
             self.totals.bump("malformed")
             raise Retryable("malformed response") from None
-        return content, usage, time.perf_counter() - started, ttft
+        return content, usage, time.perf_counter() - started, ttft, response_id
 
 
 def _error_message(error: openai.APIStatusError) -> str:

@@ -15,9 +15,11 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from pricer.core.comparison import GateSettings
 from pricer.core.config import StrictModel, load_config
 from pricer.core.errors import RemoteAPIError
 from pricer.core.retry import RetrySettings
+from pricer.core.secrets import without_credentials
 
 DEFAULT_SYSTEM_PROMPT = (
     "You estimate the prices of products from their descriptions. "
@@ -68,6 +70,8 @@ class FrontierEvalConfig(StrictModel):
     batch_size: int = Field(256, gt=0)
     register_as: str = "pricer-frontier"
     register_model: bool = Field(True, description="register as register_as and run the promotion gate")
+    gate: GateSettings = Field(default_factory=GateSettings, description=(
+        "how sure the promotion gate must be that a candidate beats the champion"))
 
 
 class FrontierConfig(RetrySettings):
@@ -112,7 +116,10 @@ class FrontierConfig(RetrySettings):
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^https?://[^\s/]+", value):
-            raise ValueError(f"{value!r} is not an http(s) URL")
+            raise ValueError(f"{without_credentials(value)!r} is not an http(s) URL")
+        if value is not None and without_credentials(value) != value:
+            # Never echoing it: a URL's password would reach every record that names the endpoint.
+            raise ValueError("holds a user:password: put the credential in the variable api_key_env names")
         return value.rstrip("/") if value else value
 
     def safe_dict(self) -> dict[str, Any]:

@@ -61,7 +61,13 @@ class JobState:
     error: str | None = None
     seen_event_ids: list[str] = field(default_factory=list)
     created_at: float = field(default_factory=time.time)
+    attempt: int = 0  # jobs started for this key: a retry of a failed one is a new request, not a replay
+    run_id: str | None = None  # the MLflow run that tracks the job: a resumed wait goes on in the same run
     resumed: bool = False
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"pricer-ft-{self.key}-{self.attempt}"
 
     @staticmethod
     def path(state_dir: Path, key: str) -> Path:
@@ -106,13 +112,14 @@ def _file_exists(config: FrontierConfig, client: openai.OpenAI, file_id: str | N
         return False
 
 
-def _find_job_by_key(config: FrontierConfig, client: openai.OpenAI, key: str) -> Any | None:
-    """A live job this key already created (saved or not): the provider's own record wins."""
+def _jobs_by_key(config: FrontierConfig, client: openai.OpenAI, key: str) -> tuple[list[Any], list[Any]]:
+    """The live and the dead jobs this key already created, newest first: the provider's own record wins
+    over a state file that a crash lost."""
     jobs = sync_call(config, lambda: list(client.fine_tuning.jobs.list(limit=100, metadata={"pricer_key": key})))
-    for job in jobs:
-        if (job.metadata or {}).get("pricer_key") == key and job.status not in ("failed", "cancelled"):
-            return job
-    return None
+    mine = sorted((job for job in jobs if (job.metadata or {}).get("pricer_key") == key),
+                  key=lambda job: job.created_at, reverse=True)
+    dead = [job for job in mine if job.status in ("failed", "cancelled")]
+    return [job for job in mine if job not in dead], dead
 
 
 def submit_job(
@@ -130,7 +137,7 @@ def submit_job(
         if state.status in ("failed", "cancelled") and retry_failed:
             log.warning("job %s ended %s; starting a new one (retry_failed)", state.job_id, state.status)
             state = JobState(key, prepared.train_sha256, ft.base_model,
-                             state.training_file_id, state.validation_file_id)
+                             state.training_file_id, state.validation_file_id, attempt=state.attempt + 1)
         else:
             state.resumed = True
             log.info("resuming fine-tuning job %s (%s) from %s", state.job_id, state.status,
@@ -139,7 +146,10 @@ def submit_job(
     state = state or JobState(key, prepared.train_sha256, ft.base_model)
     client = client or make_client(config)
 
-    found = _find_job_by_key(config, client, key)
+    live, dead = _jobs_by_key(config, client, key)
+    # A new job after dead ones is a new request: the key of a dead attempt would hand back its dead job.
+    state.attempt = max(state.attempt, len(dead))
+    found = live[0] if live else (dead[0] if dead and not retry_failed else None)
     if found is not None:  # created before a crash that lost the state file
         state.job_id, state.status, state.resumed = found.id, found.status, True
         state.training_file_id = found.training_file
@@ -162,7 +172,7 @@ def submit_job(
         suffix=ft.suffix,
         seed=ft.seed,
         metadata={"pricer_key": key},
-        extra_headers={"Idempotency-Key": f"pricer-ft-{key}"},
+        extra_headers={"Idempotency-Key": state.idempotency_key},
     ))
     state.job_id, state.status = job.id, job.status
     state.save(ft.state_dir)
@@ -206,8 +216,11 @@ class _JobRecorder:
             values = {f"ft.{k}": float(v) for k, v in data.items()
                       if k != "step" and isinstance(v, int | float) and not isinstance(v, bool)}
             if self._mlflow is not None:
+                # At the event's own time: a poller killed after logging and before saving its state logs
+                # the event again on resume, and MLflow keeps one row for the same (time, step, value).
+                timestamp = int(event.created_at * 1000)
                 for name, value in values.items():
-                    self._mlflow.log_metric(self.run_id, name, value, step=step)
+                    self._mlflow.log_metric(self.run_id, name, value, step=step, timestamp=timestamp)
             if self._wandb is not None:
                 self._wandb.log(values, step=step)
 

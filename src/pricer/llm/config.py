@@ -19,6 +19,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from pricer.core.comparison import GateSettings
 from pricer.core.config import StrictModel, load_config
 from pricer.data.config import DEFAULT_MAX_TEXT_TOKENS
 
@@ -142,6 +143,8 @@ class FinetuneConfig(StrictModel):
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
     wandb: WandbSettings = Field(default_factory=WandbSettings)
     registered_name: str = DEFAULT_REGISTERED_NAME
+    gate: GateSettings = Field(default_factory=GateSettings, description=(
+        "how sure the promotion gate must be that a candidate beats the champion"))
     data_dir: Path = Path("data/curated")
     max_train_items: int | None = Field(None, gt=0)  # the first N rows of each split: short runs
     max_eval_items: int | None = Field(None, gt=0)  # of the validation split, for eval loss

@@ -10,10 +10,12 @@ bf16, with the base model in 4-bit nf4 when the config asks for quantization.
 
 Resuming: a checkpoint (adapter, optimizer, scheduler, RNG and data position) is written every
 ``save_steps`` optimizer steps under ``<output_dir>/checkpoints``. ``resume=True`` restarts
-from the last one and ends at the same global step as an uninterrupted run. The checkpoints
-are tied to what produced them: a fingerprint of the base model, LoRA and training settings
-and the training data is stored beside them, and checkpoints of a different fingerprint are
-cleared rather than resumed. The stage's product is the adapter alone, in ``<output_dir>/adapter``.
+from the last complete one (``pricer.llm.checkpoints``: a folder cut short by a kill during a
+save is moved aside) and ends at the same global step, with the same weights, as an
+uninterrupted run. The checkpoints are tied to what produced them: a fingerprint of the base
+model, LoRA and training settings and the training data is stored beside them, and
+checkpoints of a different fingerprint are cleared rather than resumed. The stage's product is
+the adapter alone, in ``<output_dir>/adapter``.
 
 Metrics go to MLflow through ``pricer.llm.reporting.MlflowMetricsCallback``.
 """
@@ -24,7 +26,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -34,16 +35,14 @@ from typing import Any
 import pandas as pd
 import torch
 from transformers import TrainerCallback
-from transformers.trainer_utils import get_last_checkpoint
 
 from pricer.core.files import staged_dir
+from pricer.llm.checkpoints import prepare_checkpoints
 from pricer.llm.config import FinetuneConfig
 from pricer.llm.loading import BASE_SPEC_FILE, base_model_id, load_base_model, load_base_tokenizer, on_gpu
 from pricer.llm.reporting import MlflowMetricsCallback, peak_memory_gib
 
 log = logging.getLogger(__name__)
-
-FINGERPRINT_FILE = "pricer_fingerprint.json"
 
 
 @dataclass
@@ -117,24 +116,6 @@ def fingerprint(config: FinetuneConfig, train: pd.DataFrame, val: pd.DataFrame |
             hashed = pd.util.hash_pandas_object(frame[["prompt", "completion"]], index=False)
             digest.update(hashed.values.tobytes())
     return digest.hexdigest()[:16]
-
-
-def prepare_checkpoints(checkpoints_dir: Path, print_: str, resume: bool) -> str | None:
-    """The checkpoint to resume from, if any.
-
-    Checkpoints of another fingerprint are cleared, and so is everything when not resuming.
-    """
-    marker = checkpoints_dir / FINGERPRINT_FILE
-    if checkpoints_dir.exists():
-        stored = json.loads(marker.read_text())["fingerprint"] if marker.exists() else None
-        if not resume or stored != print_:
-            reason = "resume=False" if not resume else f"fingerprint {stored} != {print_}"
-            log.info("clearing checkpoints in %s (%s)", checkpoints_dir, reason)
-            shutil.rmtree(checkpoints_dir)
-    checkpoints_dir.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"fingerprint": print_}) + "\n")
-    last = get_last_checkpoint(str(checkpoints_dir))
-    return last
 
 
 # --- training ---------------------------------------------------------------------------------
@@ -275,7 +256,12 @@ def train(
 
     output_dir = config.training.output_dir
     checkpoints_dir = config.checkpoints_dir
-    resume_from = prepare_checkpoints(checkpoints_dir, fingerprint(config, train_frame, val_frame), resume)
+    _set_wandb_env(config, output_dir)
+    args = sft_config(config, checkpoints_dir, val_frame is not None)
+    # Under `accelerate launch` every rank gets here: one clears and sets aside, the others then
+    # find the folder settled and choose the same checkpoint. Per node only where each node saves.
+    with args.main_process_first(local=args.save_on_each_node, desc="checkpoint selection"):
+        resume_from = prepare_checkpoints(checkpoints_dir, fingerprint(config, train_frame, val_frame), resume)
     if resume_from:
         log.info("resuming from %s", resume_from)
 
@@ -293,11 +279,10 @@ def train(
             model, use_gradient_checkpointing=config.training.gradient_checkpointing
         )
 
-    _set_wandb_env(config, output_dir)
     metrics_callback = MlflowMetricsCallback(run_id)
     trainer = trainer_class(config.training.completion_logits_only)(
         model=model,
-        args=sft_config(config, checkpoints_dir, val_frame is not None),
+        args=args,
         train_dataset=_dataset(train_frame),
         eval_dataset=_dataset(val_frame) if val_frame is not None else None,
         processing_class=tokenizer,

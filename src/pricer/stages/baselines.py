@@ -122,7 +122,7 @@ def run_baselines(params_path: Path = Path("params.yaml"), data_dir: Path | None
             trained.append(result)
             fitted.append(model)
         best = min(trained, key=lambda model: model.val_mae)
-        outcome = gate(best.candidate, config.register_as, splits.test)
+        outcome = gate(best.candidate, config.register_as, splits.test, config.gate)
         mlflow.set_tags({"pricer.registered": config.register_as, "pricer.gate.decision": outcome.decision_name,
                          "pricer.gate.reason": outcome.summary()["reason"]})
         return write_summary(config.summary_path, trained, outcome)

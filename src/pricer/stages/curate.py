@@ -45,6 +45,7 @@ def run_curate(params_path: Path = Path("params.yaml"), data: list[Path] | None 
         summary = curate(config, root)
         mlflow.log_metrics(
             {"read": summary["read"], "kept": summary["kept"], "rejected": summary["rejected"],
+             "source_errors": len(summary["source_errors"]),
              **{f"rejected.{reason}": count for reason, count in summary["rejected_by_reason"].items()},
              **{f"split.{name}": count for name, count in summary["splits"].items()}}
         )

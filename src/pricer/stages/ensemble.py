@@ -20,6 +20,7 @@ import mlflow
 import numpy as np
 from pydantic import Field
 
+from pricer.core.comparison import GateSettings
 from pricer.core.config import StrictModel
 from pricer.core.errors import ModelNotFound
 from pricer.models.ensemble import EnsembleWeights, fit_weights
@@ -46,6 +47,8 @@ class EnsembleConfig(StrictModel):
     max_val_items: int | None = Field(300, gt=0, description="val rows the weights are fitted on (null: all)")
     max_test_items: int | None = Field(None, gt=0, description="test rows it is scored on (null: all)")
     register_model: bool = Field(True, description="register and gate (false: fit and score only)")
+    gate: GateSettings = Field(default_factory=GateSettings, description=(
+        "how sure the promotion gate must be that a candidate beats the champion"))
 
 
 @dataclass
@@ -101,5 +104,6 @@ def fit_ensemble(settings: EnsembleConfig) -> EnsembleFit:
         info = log_ensemble_model(weights, members)
         result = evaluate_and_gate("ensemble", info.model_uri, test, run_id=run.info.run_id,
                                    reports_dir=settings.reports_dir,
-                                   register_as=settings.registered_name if settings.register_model else None)
+                                   register_as=settings.registered_name if settings.register_model else None,
+                                   settings=settings.gate)
     return EnsembleFit(weights, members, val_mae, result)

@@ -88,7 +88,7 @@ def run_frontier_eval(
         "registered": None,
     }
     if register and math.isfinite(candidate.mae):
-        summary["registered"] = gate(candidate, evaluation.register_as, split).summary()
+        summary["registered"] = gate(candidate, evaluation.register_as, split, evaluation.gate).summary()
     elif register:
         log.warning("%s gave no parseable answer; nothing registered", name)
     atomic_write_json(reports_dir / "frontier" / f"{name}.json", summary)

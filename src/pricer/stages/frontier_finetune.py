@@ -47,8 +47,9 @@ def track_job(
     tags = {"pricer.ft.job_id": state.job_id or "", "pricer.ft.train_sha256": state.train_sha256,
             "pricer.ft.resumed": str(state.resumed).lower()}
     with stage_run("frontier-finetune", params, run_name=f"ft-{config.name}", experiment=experiment,
-                   tracking_uri=tracking_uri, tags=tags) as run:
-        run_id = run.info.run_id
+                   tracking_uri=tracking_uri, tags=tags, resume_run_id=state.run_id) as run:
+        run_id = state.run_id = run.info.run_id
+        state.save(finetune_settings(config).state_dir)
         client = MlflowClient()
         if estimate is not None:
             client.log_metric(run_id, "ft.estimated_cost_usd", estimate.usd)

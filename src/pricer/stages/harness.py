@@ -28,6 +28,7 @@ from tqdm import tqdm
 from pricer.core.files import atomic_write_json
 from pricer.core.metrics import COLOURS, GREEN, ORANGE, RED, colour_bands, compute_metrics, to_estimate
 from pricer.tracking.runs import MODEL_TAG, TEST_DIGEST_TAG
+from pricer.tracking.scores import ItemScores
 
 logger = logging.getLogger(__name__)
 
@@ -256,7 +257,12 @@ def _error_histogram(result: EvaluationResult) -> Figure:
     errors = result.predictions["error"].dropna()
     figure = Figure(figsize=(8, 5), layout="constrained")
     axes = figure.add_subplot()
-    axes.hist(errors, bins=50, color="#1f77b4")
+    # Errors that all but agree (an exact model: float noise around 0) get one bar, not 50 empty slivers,
+    # which matplotlib refuses.
+    spread = float(errors.max() - errors.min()) if len(errors) else 0.0
+    centre = float(errors.mean()) if len(errors) else 0.0
+    axes.hist(errors, bins=50 if spread >= 1.0 else 1, color="#1f77b4",
+              range=None if spread >= 1.0 else (centre - 0.5, centre + 0.5))
     axes.axvline(0.0, color="grey", linestyle="--", linewidth=1)
     axes.set_xlabel("estimate - true price (USD)")
     axes.set_ylabel("items")
@@ -292,6 +298,10 @@ def _log_to_mlflow(run_id: str, result: EvaluationResult, test_digest: str | Non
         client.log_artifact(run_id, str(path), artifact_path=artifact_dir)
     # MLflow appends to an existing table file: evaluating the same model twice in one run adds rows.
     client.log_table(run_id, data=result.predictions, artifact_file=f"{artifact_dir}/predictions_table.json")
+    if test_digest:  # what the promotion gate compares, item by item
+        predictions = result.predictions
+        ItemScores.of(test_digest, predictions["id"].tolist(), predictions["price"].tolist(),
+                      predictions["estimate"].tolist()).log(run_id, client)
 
 
 def prefect_artifact_key(name: str) -> str:

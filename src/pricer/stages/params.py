@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
+from pricer.core.comparison import GateSettings
 from pricer.core.config import StrictModel, load_config
 from pricer.data.config import CurateConfig
 from pricer.models.base import PriceModelSpec
@@ -34,6 +35,8 @@ class BaselinesConfig(StrictModel):
     models: list[ModelSpec] = Field(default_factory=_default_models, min_length=1,
                                     description="the models to train, each chosen by kind with its settings")
     register_as: str = Field("pricer-regressor", description="the registered model the best one becomes")
+    gate: GateSettings = Field(default_factory=GateSettings, description=(
+        "how sure the promotion gate must be that a candidate beats the champion"))
 
     @model_validator(mode="after")
     def _unique_names(self) -> BaselinesConfig:

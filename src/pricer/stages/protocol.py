@@ -30,10 +30,15 @@ import numpy as np
 import pandas as pd
 
 from pricer.core.errors import DataError
-from pricer.core.metrics import compute_metrics
 from pricer.core.schema import model_inputs, rows_digest
 from pricer.stages.harness import Predictor, evaluate_model, predict_prices
-from pricer.tracking.gate import ChampionUnloadable, PromotionDecision, Rescorer, promote_if_better
+from pricer.tracking.gate import (
+    ChampionUnloadable,
+    GateSettings,
+    PromotionDecision,
+    Rescorer,
+    promote_if_better,
+)
 from pricer.tracking.registry import register_candidate
 
 log = logging.getLogger(__name__)
@@ -82,11 +87,10 @@ def load_model(model_uri: str) -> Any:
 
 
 def rescorer(split: ScoredSplit) -> Rescorer:
-    """Scores a registered model on these rows, fed the inputs every candidate is fed."""
+    """Prices these rows with a registered model, fed the inputs every candidate is fed."""
 
-    def rescore(model_uri: str) -> float:
-        estimates = predict_prices(pyfunc_predictor(load_model(model_uri)), split.frame, desc="rescore champion")
-        return float(compute_metrics(split.prices, estimates)["mae"])
+    def rescore(model_uri: str) -> list[float]:
+        return predict_prices(pyfunc_predictor(load_model(model_uri)), split.frame, desc="rescore champion")
 
     return rescore
 
@@ -143,8 +147,10 @@ class StageResult:
         }
 
 
-def gate(candidate: Candidate, register_as: str, split: ScoredSplit) -> StageResult:
-    """Register the candidate as a version of ``register_as`` and run the promotion gate."""
+def gate(candidate: Candidate, register_as: str, split: ScoredSplit,
+         settings: GateSettings | None = None) -> StageResult:
+    """Register the candidate as a version of ``register_as`` and run the promotion gate (its scores on
+    ``split`` are on the candidate's run: the harness stored them when it scored the model there)."""
     mae = candidate.mae
     if not math.isfinite(mae):
         reason = "every answer was unparseable: no MAE to register"
@@ -153,18 +159,20 @@ def gate(candidate: Candidate, register_as: str, split: ScoredSplit) -> StageRes
     metrics = {key: float(candidate.metrics[key]) for key in GATE_METRICS
                if math.isfinite(float(candidate.metrics[key]))}
     version = register_candidate(candidate.model_uri, register_as, mae=mae, test_digest=split.digest,
-                                 metrics=metrics)
-    decision = promote_if_better(register_as, version.version, rescore_champion=rescorer(split))
+                                 scores_run_id=candidate.run_id, metrics=metrics)
+    decision = promote_if_better(register_as, version.version, rescore_champion=rescorer(split),
+                                 settings=settings)
     log.info("%s v%s (%s): %s, %s", register_as, version.version, candidate.label, decision.decision,
              decision.reason)
     return StageResult(register_as, candidate, split.digest, str(version.version), decision)
 
 
 def evaluate_and_gate(label: str, model_uri: str, split: ScoredSplit, *, run_id: str, reports_dir: Path,
-                      register_as: str | None, batch_size: int = 256) -> StageResult:
+                      register_as: str | None, batch_size: int = 256,
+                      settings: GateSettings | None = None) -> StageResult:
     """``score_candidate``, then ``gate`` unless ``register_as`` is None."""
     candidate = score_candidate(label, model_uri, split, run_id=run_id, reports_dir=reports_dir,
                                 batch_size=batch_size)
     if register_as is None:
         return StageResult(None, candidate, split.digest, reason="registration is off")
-    return gate(candidate, register_as, split)
+    return gate(candidate, register_as, split, settings)

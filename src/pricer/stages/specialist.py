@@ -179,7 +179,7 @@ def register_step(config_path: str | Path, *, model_uri: str, metrics: dict[str,
     _tracking(root)
     config = resolve_config(config_path, data_dir, root)
     candidate = Candidate(FINETUNED_RUN, model_uri, run_id, {k: float(v) for k, v in metrics.items()})
-    return gate(candidate, config.registered_name, load_test(config)).summary()
+    return gate(candidate, config.registered_name, load_test(config), config.gate).summary()
 
 
 def write_summary(config: FinetuneConfig, config_path: str | Path, train: dict[str, Any],

@@ -7,17 +7,24 @@ alias; the promotion gate (``pricer.tracking.gate``) decides whether it becomes 
 
 Registering is idempotent because Prefect retries tasks: re-registering the same logged model
 reuses its version (and refreshes its tags if the scores changed), and every write is checked
-against what is stored first, so a retry leaves no trace.
+against what is stored first, so a retry leaves no trace. Writes that read first (does this model
+have a version? who is champion?) run under ``registry_lock``, so two processes registering or
+promoting at once cannot both create a version or both move an alias.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import mlflow.pyfunc
+from filelock import FileLock
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, ErrorCode
@@ -25,6 +32,7 @@ from mlflow.tracking import MlflowClient
 
 from pricer.core.errors import ModelNotFound
 from pricer.tracking.runs import TEST_DIGEST_TAG
+from pricer.tracking.scores import ItemScores
 
 MODEL_NAMES = ("pricer-regressor", "pricer-specialist", "pricer-frontier", "pricer-ensemble")
 CHAMPION = "champion"
@@ -33,11 +41,7 @@ CHALLENGER = "challenger"
 TAG_PREFIX = "pricer."
 TAG_MAE = "pricer.mae"
 TAG_TEST_DIGEST = TEST_DIGEST_TAG
-TAG_GATE_DECISION = "pricer.gate.decision"
-TAG_GATE_REASON = "pricer.gate.reason"
-TAG_GATE_CANDIDATE_MAE = "pricer.gate.candidate_mae"
-TAG_GATE_CHAMPION_MAE = "pricer.gate.champion_mae"
-TAG_GATE_CHAMPION_VERSION = "pricer.gate.champion_version"
+TAG_SCORES_RUN = "pricer.scores_run"  # the run that holds the version's per-item scores
 # Tag values must be strings; "none" marks a value the gate did not have (no champion yet).
 NONE_TAG = "none"
 
@@ -73,15 +77,32 @@ def checked_mae(value: float, what: str) -> float:
     return mae
 
 
-def parse_tag_float(tags: Mapping[str, str], key: str) -> float | None:
-    raw = tags.get(key)
-    if raw is None or raw == NONE_TAG:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
+def _local_store(uri: str) -> Path | None:
+    """The file a SQLite or file registry lives in (the folder, for a file store); None for a server."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///"))
+    parts = urlsplit(uri)
+    if parts.scheme in ("", "file"):
+        return Path(unquote(parts.path))
+    return None
+
+
+@contextmanager
+def registry_lock(client: MlflowClient, name: str, timeout_s: float = 600.0) -> Iterator[None]:
+    """Serialise read-then-write steps on ``name`` across processes: MLflow's store offers no transaction.
+
+    A file lock beside a local store (the processes share its disk). A tracking server is a single
+    writer per request only, so there the pipeline's one promotion per model family at a time (its Prefect
+    concurrency limit) is what keeps writes apart; the compare-and-set in the gate narrows the rest.
+    """
+    store = _local_store(client._registry_uri)
+    if store is None:
+        yield
+        return
+    lock_file = store.parent / f".{store.name}.{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.lock"
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(lock_file, timeout=timeout_s):
+        yield
 
 
 def version_uri(name: str, version: str) -> str:
@@ -207,6 +228,7 @@ def register_candidate(
     *,
     mae: float,
     test_digest: str,
+    scores_run_id: str,
     metrics: dict[str, float] | None = None,
     client: MlflowClient | None = None,
 ) -> ModelVersion:
@@ -214,31 +236,37 @@ def register_candidate(
 
     ``model_uri`` may be ``runs:/<run_id>/<path>``, ``models:/<model_id>`` (an MLflow 3 logged
     model), a registered ``models:/<name>/<version>`` or ``@alias``, or a plain artifact URI.
-    The version is tagged ``pricer.mae``, ``pricer.test_digest`` and ``pricer.<metric>`` for
-    each extra metric. Registering the same model again reuses its version (and refreshes its
-    tags if the scores changed), so a retried task does not mint a new version each time.
+    ``scores_run_id`` is the run that stored the model's per-item scores on ``test_digest``'s rows
+    (``ItemScores.log``), what the gate compares. The version is tagged ``pricer.mae``,
+    ``pricer.test_digest``, ``pricer.scores_run`` and ``pricer.<metric>`` for each extra metric.
+    Registering the same model again reuses its version (and refreshes its tags if the scores
+    changed), so a retried task, or two processes at once, never mint a second version.
     """
     mlflow_client = client_or_default(client)
     mae = checked_mae(mae, "mae")
     if not test_digest:
         raise ValueError("test_digest must name the test split the MAE was measured on")
-    tags = _candidate_tags(mae, test_digest, metrics)
+    if ItemScores.load(scores_run_id, test_digest, mlflow_client) is None:
+        raise ValueError(f"run {scores_run_id!r} holds no per-item scores on test rows {test_digest}: "
+                         "score the model with the harness (or ItemScores.log) first")
+    tags = {**_candidate_tags(mae, test_digest, metrics), TAG_SCORES_RUN: scores_run_id}
     resolved = _resolve(mlflow_client, model_uri)
     _ensure_registered_model(mlflow_client, name)
 
-    existing = _existing_version(mlflow_client, name, resolved)
-    if existing is None:
-        created = mlflow_client.create_model_version(
-            name, resolved.source, run_id=resolved.run_id, tags=tags, model_id=resolved.model_id
-        )
-        version = str(created.version)
-    else:
-        version = str(existing.version)
-        set_tags_if_changed(mlflow_client, name, version, tags)
+    with registry_lock(mlflow_client, name):
+        existing = _existing_version(mlflow_client, name, resolved)
+        if existing is None:
+            created = mlflow_client.create_model_version(
+                name, resolved.source, run_id=resolved.run_id, tags=tags, model_id=resolved.model_id
+            )
+            version = str(created.version)
+        else:
+            version = str(existing.version)
+            set_tags_if_changed(mlflow_client, name, version, tags)
 
-    # The champion is not a candidate against itself; leave a re-registered champion alone.
-    if alias_versions(mlflow_client, name).get(CHAMPION) != version:
-        _set_alias_if_changed(mlflow_client, name, CHALLENGER, version)
+        # The champion is not a candidate against itself; leave a re-registered champion alone.
+        if alias_versions(mlflow_client, name).get(CHAMPION) != version:
+            _set_alias_if_changed(mlflow_client, name, CHALLENGER, version)
     return mlflow_client.get_model_version(name, version)
 
 

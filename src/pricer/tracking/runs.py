@@ -17,16 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from pydantic import Field
 
 from pricer.core.config import StrictModel
+from pricer.core.secrets import REDACTED, is_secret_name, without_credentials
 
 PARENT_RUN_ENV = "PRICER_PARENT_RUN_ID"
 DEFAULT_EXPERIMENT = "pricer"
 MODEL_TAG = "pricer.model"  # the model a run evaluated: what the leaderboard groups by
 TEST_DIGEST_TAG = "pricer.test_digest"  # the identity of the rows it was scored on
-_SECRET_MARKERS = ("key", "token", "secret", "password", "authorization")
 
 
 class TrackingConfig(StrictModel):
@@ -69,23 +70,25 @@ def git_commit(cwd: Path | None = None) -> str | None:
     return out.stdout.strip() or None
 
 
-def is_secret_name(name: str) -> bool:
-    lowered = name.lower()
-    return any(marker in lowered for marker in _SECRET_MARKERS)
-
-
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested config -> flat MLflow params; names that look like secrets are left out entirely."""
+    """Nested settings -> flat MLflow params: every setting, by its dotted name. A value a secret-named key
+    holds is logged as ``<redacted>``, and a password inside a URL is blanked."""
     flat: dict[str, str] = {}
     for key, value in params.items():
         name = f"{prefix}{key}"
-        if is_secret_name(str(key)):
-            continue
         if isinstance(value, Mapping):
             flat.update(flatten(value, f"{name}."))
         else:
-            flat[name] = str(value)[:6000]
+            flat[name] = REDACTED if is_secret_name(str(key)) else without_credentials(str(value))[:6000]
     return flat
+
+
+def _resumable(run_id: str, experiment_id: str) -> bool:
+    try:
+        run = MlflowClient().get_run(run_id)
+    except MlflowException:
+        return False  # another store, or a run deleted since
+    return run.info.experiment_id == experiment_id and run.info.lifecycle_stage == "active"
 
 
 @contextmanager
@@ -97,9 +100,17 @@ def stage_run(
     run_name: str | None = None,
     tracking_uri: str | None = None,
     experiment: str = DEFAULT_EXPERIMENT,
+    resume_run_id: str | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
-    """One MLflow run for one execution of a stage, nested under the pipeline run when there is one."""
+    """One MLflow run for one execution of a stage, nested under the pipeline run when there is one.
+    ``resume_run_id`` reopens the run a killed process left unfinished, so a resumed stage is one run."""
     experiment_id = configure(tracking_uri, experiment)
+    if resume_run_id is not None and _resumable(resume_run_id, experiment_id):
+        mlflow.set_experiment(experiment_id=experiment_id)  # MLflow refuses to resume under another active one
+        with mlflow.start_run(run_id=resume_run_id, nested=mlflow.active_run() is not None) as run:
+            mlflow.set_tags(dict(tags or {}))
+            yield run
+        return
     parent = os.environ.get(PARENT_RUN_ENV) or None
     all_tags = {"pricer.stage": stage}
     if commit := git_commit():
