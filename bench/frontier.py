@@ -72,7 +72,6 @@ def run_faults(rate: float, n_items: int, max_retries: int) -> None:
 
     sys.path.insert(0, str(REPO / "tests"))
     from fake_openai import FakeOpenAI, rule_answer
-
     from pricer.core.parsing import find_price
     from pricer.frontier.cache import CostLog, ResponseCache
     from pricer.frontier.client import FrontierClient

@@ -9,13 +9,13 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
 from flows.curate import repro_stage
-from pricer.apps.leaderboard import leaderboard, to_markdown
+from pricer.stages import pipeline
 from pricer.stages.params import load_params
 
 
 @task
 def publish_leaderboard(experiment: str) -> str:
-    markdown = to_markdown(leaderboard(experiment))
+    markdown = pipeline.leaderboard_markdown(experiment)
     create_markdown_artifact(key="leaderboard", markdown=markdown, description="Every evaluated model, by test MAE")
     return markdown
 

@@ -1,7 +1,7 @@
 """Prefect flow: the whole pipeline, one parent MLflow run with each stage's run nested under it.
 
-curate -> baselines -> frontier (when configured) -> finetune -> ensemble -> leaderboard and
-champions. The file stages run through DVC one at a time and are skipped when their inputs did not
+curate -> baselines -> vector store -> frontier (when configured) -> finetune -> ensemble -> leaderboard
+and champions. The file stages run through DVC one at a time and are skipped when their inputs did not
 change; the frontier and ensemble steps read the registry, so Prefect caches them on a fingerprint of
 what they read (``pricer.pipeline``). Every model is evaluated by the harness and promoted by the
 registry's gate inside its own stage. ``python -m flows.pipeline`` is the main job: the pipeline, then
@@ -51,6 +51,17 @@ def fit_ensemble(agents_config: str, fingerprint: str) -> dict:
 
 
 @task
+def build_vectorstore(agents_config: str, root: str) -> dict:
+    """The UI's map of the catalog and its citations, from the training split, whether or not a frontier key
+    is set. After the baselines: they embedded these texts, so the store reads the embedding cache."""
+    from dataclasses import asdict
+
+    from pricer.agents.vectorstore import sync_store
+
+    return asdict(sync_store(load_agents_config(agents_config), Path(root)))
+
+
+@task
 def publish_champions() -> list[dict]:
     rows = pipeline.champions()
     create_table_artifact(key="champions", table=rows, description="The @champion of each registered model")
@@ -62,21 +73,23 @@ def pipeline_flow(root: str = ".", params_path: str = "params.yaml",
                   agents_config: str = "configs/agents.yaml") -> dict[str, object]:
     root_path = Path(root).resolve()
     params = load_params(root_path / params_path)
-    with pipeline.pipeline_run(params.tracking) as run:
+    with pipeline.pipeline_run(params) as run:
         curated = curate_flow(str(root_path), params_path)
         baselines = baselines_flow(str(root_path), params_path)
         agents_path = str(root_path / agents_config)
         agents = load_agents_config(agents_path)
+        vectorstore = build_vectorstore(agents_path, str(root_path))
         frontier = frontier_eval(agents_path, pipeline.frontier_fingerprint(
             _frontier_config_path(agents_path), Path(agents.ensemble.data_dir)))
         finetuned = repro_stage("finetune", str(root_path))
         ensemble = fit_ensemble(agents_path, pipeline.ensemble_fingerprint(agents.ensemble))
         leaderboard = publish_leaderboard(params.tracking.experiment)
         champions = publish_champions()
-        pipeline.log_leaderboard(run.info.run_id, leaderboard)
+        pipeline.record_outcome(run.info.run_id, params.tracking)
     create_markdown_artifact(key="pipeline-leaderboard", markdown=leaderboard, description="After this pipeline run")
-    return {"pipeline_run_id": run.info.run_id, "curate": curated, "baselines": baselines, "frontier": frontier,
-            "finetune_ran": finetuned, "ensemble": ensemble, "leaderboard": leaderboard, "champions": champions}
+    return {"pipeline_run_id": run.info.run_id, "experiment_id": run.info.experiment_id, "curate": curated, "baselines": baselines, "frontier": frontier,
+            "finetune_ran": finetuned, "ensemble": ensemble, "leaderboard": leaderboard, "champions": champions,
+            "vectorstore": vectorstore}
 
 
 def main() -> None:
@@ -99,9 +112,11 @@ def main() -> None:
         print(f"  ${opportunity['price']:,.2f} vs estimate ${opportunity['estimate']:,.2f} "
               f"({opportunity['discount']:.0%} off)  {opportunity['title'][:70]}")
     print("\nWhere to look:")
-    print(f"  MLflow UI:   .venv/bin/mlflow ui --backend-store-uri {uri} --port 5000   -> http://127.0.0.1:5000")
+    experiment_id = str(result["experiment_id"])
+    print(f"  MLflow UI:   .venv/bin/mlflow ui --backend-store-uri {uri} --port 5000   -> "
+          f"{pipeline.experiment_link('http://127.0.0.1:5000', experiment_id)}")
     print("  Prefect UI:  .venv/bin/prefect server start   -> http://127.0.0.1:4200 (flow runs, artifacts)")
-    print("  Leaderboard: reports/leaderboard.md (refresh: .venv/bin/pricer compare); metrics: reports/metrics/*.json")
+    print("  Leaderboard: reports/leaderboard.md (refresh: .venv/bin/pricer leaderboard; what changed since the last run: .venv/bin/pricer compare); metrics: reports/metrics/*.json")
     print("  Agents UI:   .venv/bin/pricer ui")
 
 

@@ -9,6 +9,14 @@ process: ``python tests/fake_openai.py --latency 0.2``), on a random free port, 
   answer is their median, so retrieval visibly helps; otherwise a hash of the item text
   gives the price, phrased in a few ways ("$1,234.50", "Price is $12", "about 30 dollars")
   and, for about one item in eleven, no number at all.
+- tool calls on the same path: a request with ``tools`` is answered by ``tool_policy`` (messages, tools,
+  model) -> ``{"content": ..., "tool_calls": [{"name": ..., "arguments": ...}]}``, as an assistant message
+  with ``tool_calls`` (finish_reason "tool_calls"); ``tool`` messages must answer the ``tool_call_id`` of
+  an earlier assistant message, and every call must be answered before the conversation goes on (a 400
+  otherwise, as the real API).
+- ``POST /v1/completions`` (a prompt in, text out: how vLLM serves a base model with a LoRA adapter):
+  ``completion_for(prompt, model, max_tokens)`` gives the text, by default a whole-dollar continuation ("123.00");
+  ``GET /v1/models`` lists ``served_models``.
 - ``/v1/files`` (multipart upload, retrieve) and ``/v1/fine_tuning/jobs`` (create, list,
   retrieve, events, cancel): a job moves queued -> running -> succeeded (or failed) as it is
   polled, emitting "metrics" events with a falling train loss.
@@ -85,6 +93,35 @@ def rule_answer(messages: list[dict[str, Any]], model: str) -> str:
     return f"{price:.2f}"
 
 
+def rule_completion(prompt: str, model: str, max_tokens: int = 16) -> str:
+    """What the fake base model + adapter writes after a prompt: whole dollars, then whatever follows."""
+    return f"{round(rule_price(prompt))}.00\n\nHow much"
+
+
+def _tool_problem(messages: list[dict[str, Any]], tools: Any) -> str | None:
+    """Why a conversation with tools is not one the real API accepts, or None."""
+    if tools is not None and not (isinstance(tools, list) and all(
+            isinstance(t, dict) and t.get("type") == "function" and isinstance(t.get("function"), dict)
+            and isinstance(t["function"].get("name"), str) for t in tools)):
+        return "tools must be a list of {type: function, function: {name, parameters}}"
+    open_calls: set[str] = set()
+    for message in messages:
+        role = message["role"]
+        if role == "tool":
+            if message.get("tool_call_id") not in open_calls:
+                return ("Invalid parameter: messages with role 'tool' must be a response to a preceeding "
+                        "message with 'tool_calls'.")
+            open_calls.discard(message["tool_call_id"])
+            continue
+        if open_calls:
+            return ("An assistant message with 'tool_calls' must be followed by tool messages responding to "
+                    f"each 'tool_call_id'. The following tool_call_ids did not have response messages: "
+                    f"{', '.join(sorted(open_calls))}")
+        if role == "assistant":
+            open_calls = {call.get("id") for call in message.get("tool_calls") or []}
+    return "the last assistant message's tool calls have no response messages" if open_calls else None
+
+
 def _public(job: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in job.items() if not key.startswith("_")}
 
@@ -112,9 +149,16 @@ class FakeOpenAI:
         job_running_polls: int = 2,
         job_outcome: str = "succeeded",
         answer_for: Any = None,
+        completion_for: Any = None,
+        tool_policy: Any = None,
+        served_models: tuple[str, ...] = ("gpt-4o-mini",),
     ) -> None:
         self.api_key = api_key
         self.answer_for = answer_for  # (messages, model) -> the answer text; default: rule_answer
+        self.completion_for = completion_for  # (prompt, model) -> the completion text; default: rule_completion
+        self.tool_policy = tool_policy  # (messages, tools, model) -> {"content", "tool_calls"}
+        self.served_models = tuple(served_models)
+        self.prompts: list[str] = []  # every prompt /v1/completions was asked, in order
         self.latency_s = latency_s
         self.failure_rate = failure_rate
         self.fault_kinds = dict(fault_kinds or {"429": 1.0, "500": 1.0})
@@ -294,17 +338,21 @@ class FakeOpenAI:
             except (ValueError, KeyError, TypeError):
                 return _error(400, "messages and model are required", "invalid_request_error")
             if not isinstance(messages, list) or not messages or not all(
-                isinstance(m, dict) and m.get("role") in ("system", "user", "assistant") for m in messages
+                isinstance(m, dict) and m.get("role") in ("system", "developer", "user", "assistant", "tool")
+                for m in messages
             ):
                 return _error(400, "messages must be a non-empty list of role/content objects",
                               "invalid_request_error")
+            tools = body.get("tools")
+            if (problem := _tool_problem(messages, tools)) is not None:
+                return _error(400, problem, "invalid_request_error")
             key = request.headers.get("idempotency-key")
             with self._lock:
                 stored = self._responses.get(key) if key else None
                 if stored is not None:
                     self.uncharged_replays += 1
             if stored is None:
-                stored = self._complete(messages, model)
+                stored = self._complete(messages, model, tools)
                 with self._lock:
                     charge_key = key or f"anon-{stored['id']}"
                     self.charges[charge_key] = dict(stored["usage"])
@@ -320,6 +368,43 @@ class FakeOpenAI:
                 include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
                 return StreamingResponse(self._stream(stored, include_usage), media_type="text/event-stream")
             return JSONResponse(stored)
+
+        @app.post("/v1/completions")
+        async def completions(request: Request):
+            try:
+                body = await request.json()
+                prompt, model = body["prompt"], body["model"]
+            except (ValueError, KeyError, TypeError):
+                return _error(400, "prompt and model are required", "invalid_request_error")
+            prompts = [prompt] if isinstance(prompt, str) else prompt
+            if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
+                return _error(400, "prompt must be a string or a list of strings", "invalid_request_error")
+            if model not in self.served_models:
+                return _error(404, f"The model `{model}` does not exist.", "NotFoundError")
+            key = request.headers.get("idempotency-key")
+            with self._lock:
+                self.prompts.extend(prompts)
+                stored = self._responses.get(key) if key else None
+                if stored is not None:
+                    self.uncharged_replays += 1
+            if stored is None:
+                stored = self._text_completion(prompts, model, int(body.get("max_tokens") or 16))
+                with self._lock:
+                    self.charges[key or f"anon-{stored['id']}"] = dict(stored["usage"])
+                    if key:
+                        self._responses[key] = stored
+            fault = getattr(request.state, "fault", None)
+            if fault == "slow":
+                await asyncio.sleep(self.slow_s)
+            if fault == "malformed":
+                return Response('{"id": "cmpl-broken", "choices": [ {"text": ', status_code=200,
+                                media_type="application/json")
+            return JSONResponse(stored)
+
+        @app.get("/v1/models")
+        async def models():
+            return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "fake"}
+                                               for name in self.served_models]}
 
         @app.post("/v1/files")
         async def upload(file: UploadFile = File(...), purpose: str = Form(...)):
@@ -421,17 +506,45 @@ class FakeOpenAI:
 
     # ------------------------------------------------------------------ behaviour
 
-    def _complete(self, messages: list[dict[str, Any]], model: str) -> dict[str, Any]:
-        answer = (self.answer_for or rule_answer)(messages, model)
-        prompt_tokens = sum(_tokens(str(m.get("content") or "")) + 4 for m in messages)
+    def _complete(self, messages: list[dict[str, Any]], model: str, tools: Any = None) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None}
+        finish = "stop"
+        if tools and self.tool_policy is not None:
+            reply = self.tool_policy(messages, tools, model)
+            message["content"] = reply.get("content")
+            calls = [{"id": "call_" + uuid.uuid4().hex[:24], "type": "function",
+                      "function": {"name": call["name"], "arguments": call["arguments"]
+                                   if isinstance(call["arguments"], str) else json.dumps(call["arguments"])}}
+                     for call in reply.get("tool_calls") or []]
+            if calls:
+                message["tool_calls"], finish = calls, "tool_calls"
+            answer = (message["content"] or "") + json.dumps(calls)
+        else:
+            answer = message["content"] = (self.answer_for or rule_answer)(messages, model)
+        said = [str(m.get("content") or "") + (json.dumps(m["tool_calls"]) if m.get("tool_calls") else "")
+                for m in messages]
+        prompt_tokens = sum(_tokens(text) + 4 for text in said) + (_tokens(json.dumps(tools)) if tools else 0)
         completion_tokens = _tokens(answer)
         return {
             "id": "chatcmpl-" + uuid.uuid4().hex[:24],
             "object": "chat.completion",
             "created": int(time.time()),
             "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer, "refusal": None},
-                         "finish_reason": "stop", "logprobs": None}],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+            "system_fingerprint": "fp_fake",
+        }
+
+    def _text_completion(self, prompts: list[str], model: str, max_tokens: int) -> dict[str, Any]:
+        texts = [(self.completion_for or rule_completion)(prompt, model, max_tokens) for prompt in prompts]
+        prompt_tokens = sum(_tokens(prompt) for prompt in prompts)
+        completion_tokens = sum(_tokens(text) for text in texts)
+        return {
+            "id": "cmpl-" + uuid.uuid4().hex[:24], "object": "text_completion", "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": i, "text": text, "logprobs": None, "finish_reason": "length"}
+                        for i, text in enumerate(texts)],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
             "system_fingerprint": "fp_fake",

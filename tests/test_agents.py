@@ -773,10 +773,12 @@ def test_the_vector_store_syncs_incrementally_persists_and_answers_neighbours(
     reopened = ProductStore(tmp_path / "vs", embedder=embedder)  # persisted on disk
     assert reopened.count() == 120
     item = train.iloc[3]
-    found = reopened.neighbours([item["text"] + " (new listing)"], 3)[0]
-    assert len(found) == 3 and found[0][0] == item["text"] and found[0][1] == item["price"]
+    stored = item["full_text"]  # the longest text, as a deal's is: what the baselines embedded too
+    found = reopened.neighbours([stored + " (new listing)"], 3)[0]
+    assert len(found) == 3 and found[0][0] == stored and found[0][1] == item["price"]
     projection = reopened.projection(max_points=50)
     assert len(projection) == 50 and set(projection["category"]) <= set(train["category"])
+    assert list(projection.columns[:3]) == ["pc1", "pc2", "pc3"] and projection["pc3"].std() > 0
 
 
 # --------------------------------------------------------------------------- schedules and the flow

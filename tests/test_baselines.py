@@ -106,7 +106,7 @@ def test_compare_prints_the_leaderboard_and_rerun_does_not_promote(trained: dict
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
     monkeypatch.chdir(project)
-    result = CliRunner().invoke(app, ["compare"])
+    result = CliRunner().invoke(app, ["leaderboard"])
     assert result.exit_code == 0, result.output
     lines = [line for line in result.output.splitlines() if line.startswith("|")][2:]
     assert len(lines) == len(trained["models"])
@@ -128,10 +128,10 @@ def test_evaluate_json_counts_every_row_and_matches_the_harness(trained: dict, p
 
     import mlflow
 
-    from pricer.data.config import CurateConfig
-    from pricer.data.curate import clean_file
     from pricer.core.metrics import compute_metrics
     from pricer.core.schema import model_inputs
+    from pricer.data.config import CurateConfig
+    from pricer.data.curate import clean_file
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
     monkeypatch.chdir(project)

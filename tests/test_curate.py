@@ -8,16 +8,22 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from tests.conftest import requires_shared_data
 
 from pricer.core.config import load_config, validate
 from pricer.core.errors import ConfigError, SourceError
-from pricer.data.config import BalanceConfig, CurateConfig, DemoSourceConfig, HFSourceConfig, JsonlSourceConfig
+from pricer.data.config import (
+    BalanceConfig,
+    CurateConfig,
+    DemoSourceConfig,
+    HFSourceConfig,
+    JsonlSourceConfig,
+)
 from pricer.data.curate import curate
 from pricer.data.records import Reason, normalise_category, parse_price
 from pricer.data.sources import read_source
 from pricer.data.text import FULL_TEXT_CHARS, scrub
 from pricer.data.tokenizer import builtin_tokenizer, truncate_to_tokens
-from tests.conftest import requires_shared_data
 
 LONG_TEXT = "A sturdy stainless steel kettle that boils water fast and keeps it warm for hours. "
 
@@ -160,7 +166,7 @@ def test_balance_downsamples_the_configured_band_deterministically(tmp_path: Pat
     balanced, again = curate(cfg), curate(cfg)
     assert balanced == again
     assert 0 < balanced["rejected_by_reason"]["balanced_out"] < full["kept"]
-    cheap = lambda root: (all_rows(root)["price"] < 25).sum()  # noqa: E731
+    cheap = lambda root: (all_rows(root)["price"] < 25).sum()
     assert cheap(tmp_path / "balanced") < 0.4 * cheap(tmp_path / "full")
     assert (all_rows(tmp_path / "balanced")["price"] >= 25).sum() == (all_rows(tmp_path / "full")["price"] >= 25).sum()
 

@@ -30,7 +30,7 @@ def published(tmp_path: Path) -> dict[str, str]:
     curate(config_for(tmp_path, DemoSourceConfig(n_items=300, seed=1), batch_size=100))
     before = outputs(tmp_path)
     assert set(before) == {"curated/train.parquet", "curated/val.parquet", "curated/test.parquet",
-                           "quarantine.jsonl", "curation.json"}
+                           "quarantine.jsonl", "curation.json", "curation/metrics.json"}
     return before
 
 
@@ -101,8 +101,8 @@ def test_a_rename_that_fails_puts_back_the_outputs_already_replaced(tmp_path: Pa
     with pytest.raises(OSError):
         curate(config)
     assert outputs(tmp_path) == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["curated", "curation.json", "quarantine.jsonl",
-                                                          "report-dir"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curated", "curation", "curation.json",
+                                                          "quarantine.jsonl", "report-dir"]
 
 
 def truncated_gzip(path: Path, n_lines: int) -> tuple[Path, int]:

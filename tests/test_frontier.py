@@ -277,7 +277,7 @@ def test_finetune_job_runs_resumes_and_registers(tmp_path, server, curated, stor
     monkeypatch.setenv("WANDB_SILENT", "true")
     server.configure(failure_rate=0.2, fault_kinds={"429": 1.0},
                      fault_paths=("/v1/files", "/v1/fine_tuning/jobs", "/v1/fine_tuning/jobs/{ftjob}"))
-    config = ft_config(tmp_path, server, curated, wandb={"project": "pricer-test", "mode": "offline",
+    config = ft_config(tmp_path, server, curated, wandb={"enabled": True, "project": "pricer-test", "mode": "offline",
                                                          "dir": str(tmp_path / "wandb")})
 
     prepared = prepare_data(config)

@@ -373,3 +373,37 @@ def test_no_secret_reaches_the_traces_the_memory_or_the_logs(tmp_path: Path, kin
         data = path.read_bytes()
         for name, value in secrets.items():
             assert value.encode() not in data, f"{name}'s value is in {path.relative_to(tmp_path)}"
+
+
+# --------------------------------------------------------------------------- a re-send a person asks for
+
+
+def test_a_resend_is_recorded_and_delivered_under_a_new_key_that_its_retries_keep(tmp_path: Path) -> None:
+    from pricer.agents.outbox import ResendRefused, resend_key
+
+    path = tmp_path / "memory.sqlite"
+    old_memory(path, 1)  # a file from before re-sends: it gains their column and table when opened
+    memory = Memory(path)
+    opp = opportunity(0)
+    with pytest.raises(ResendRefused, match="still pending"):
+        memory.resend(opp.key, "ui")  # the first send has not happened: a re-send would race it
+    with WebhookReceiver() as receiver:
+        messenger = Messenger(WebhookConfig(url=receiver.url, url_env=None, **FAST))
+        assert messenger.deliver(memory).sent == 1
+        record = memory.resend(opp.key, "ui@127.0.0.1")
+        assert record["key"] == resend_key(opp.key, 1) != opp.key and record["previous_status"] == "sent"
+        receiver.fail_next = 1  # the re-send's first delivery fails: it stays pending under its key
+        assert messenger.deliver(memory).failed == 1
+        assert memory.outbox_row(opp.key)["status"] == "pending"
+        assert messenger.deliver(memory).sent == 1
+        assert [r["headers"]["idempotency-key"] for r in receiver.received] == [opp.key, record["key"], record["key"]]
+        body = receiver.delivered[-1]["body"]
+        assert body["id"] == record["key"] and body["resend_of"] == opp.key
+        second = memory.resend(opp.key, "ui")
+        assert second["key"] == resend_key(opp.key, 2) and messenger.deliver(memory).sent == 1
+    found = memory.opportunity(opp.key)
+    assert [(r["number"], r["requested_by"]) for r in found["resends"]] == [(1, "ui@127.0.0.1"), (2, "ui")]
+    assert all(r["sent_at"] is not None for r in found["resends"])
+    assert found["notification"]["status"] == "sent" and found["notification"]["send_key"] == second["key"]
+    with pytest.raises(ResendRefused, match="no notification"):
+        memory.resend("0" * 32, "ui")

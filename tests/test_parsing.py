@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 
 import pytest
-from fake_openai import FakeOpenAI
 
+from fake_openai import FakeOpenAI
 from pricer.core.parsing import find_price, parse_amount
 
 # (text a model answered, the price read from it)

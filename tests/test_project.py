@@ -16,11 +16,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_ci_runs_the_readme_test_command() -> None:
     readme = (REPO / "README.md").read_text()
-    assert re.search(r"^make demo\b", readme, re.M) and re.search(r"^make test\b", readme, re.M)
+    assert re.search(r"^make demo\b", readme, re.MULTILINE) and re.search(r"^make test\b", readme, re.MULTILINE)
     ci = (REPO / ".ci" / "run").read_text()
-    assert re.search(r"^make test$", ci, re.M)
+    assert re.search(r"^make test$", ci, re.MULTILINE)
     makefile = (REPO / "Makefile").read_text()
-    assert re.search(r"^test: setup", makefile, re.M) and re.search(r"^demo: setup", makefile, re.M)
+    assert re.search(r"^test: setup", makefile, re.MULTILINE) and re.search(r"^demo: setup", makefile, re.MULTILINE)
     assert "requirements.lock" in makefile
 
 

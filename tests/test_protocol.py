@@ -42,7 +42,7 @@ class ColumnRecorder(mlflow.pyfunc.PythonModel):
     def __init__(self, price: float, log: str) -> None:
         self.price, self.log = price, log
 
-    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
+    def predict(self, context, model_input, params=None):
         with open(self.log, "a") as handle:
             handle.write(",".join(model_input.columns) + "\n")
         return np.full(len(model_input), self.price)
@@ -93,7 +93,7 @@ class Oracle(mlflow.pyfunc.PythonModel):
     def __init__(self, prices: dict[str, float], off_by: float, skip: set[str] = frozenset()) -> None:
         self.prices, self.off_by, self.skip = prices, off_by, set(skip)
 
-    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
+    def predict(self, context, model_input, params=None):
         return np.array([np.nan if text in self.skip else self.prices[text] + self.off_by
                          for text in model_input["text"]])
 

@@ -231,6 +231,9 @@ def test_better_candidate_is_promoted(store: Store, client, name: str) -> None:
     assert tags["pricer.gate.champion_mae"] == "20.0"
     assert tags["pricer.gate.champion_version"] == "1"
     assert tags["pricer.gate.reason"].startswith("better")
+    # The decision in words on the version itself, what the registry UI shows first.
+    described = client.get_model_version(name, "2").description
+    assert described.startswith("Promoted to @champion by the gate. Better: candidate MAE 15.0 vs champion v1")
 
 
 @pytest.mark.parametrize("candidate_mae, verdict", [(20.0, "not better beyond the noise"), (20.5, "worse")])
@@ -248,6 +251,7 @@ def test_equal_or_worse_candidate_is_not_promoted(
     tags = client.get_model_version(name, "2").tags
     assert tags["pricer.gate.decision"] == REJECTED
     assert tags["pricer.gate.champion_mae"] == "20.0"
+    assert client.get_model_version(name, "2").description.startswith("Not promoted: v1 stays @champion")
 
 
 def test_rerunning_the_gate_and_registration_changes_nothing(store: Store, client, name: str) -> None:

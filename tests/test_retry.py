@@ -7,9 +7,9 @@ import email.utils
 import time
 
 import pytest
+
 from deal_feeds import WebhookReceiver
 from fake_openai import FakeOpenAI
-
 from pricer.core.retry import Retryable, RetrySettings, attempts_made, retry_after_s, retrying
 
 FAST = RetrySettings(max_retries=3, backoff_initial_s=0.001, backoff_max_s=0.005, max_retry_after_s=1.0)

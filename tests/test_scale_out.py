@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -18,42 +14,6 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from pricer.apps.cli import app
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture
-def mlflow_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """``mlflow server`` with a database backend and proxied artifacts, as a team would run it."""
-    port, store = _free_port(), tmp_path / "server"
-    store.mkdir()
-    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-               "--workers", "1", "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
-               "--artifacts-destination", str(store / "artifacts")]
-    log = (tmp_path / "server.log").open("w")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not start:\n{(tmp_path / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield url, store
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
 
 
 def test_stages_track_and_register_through_a_tracking_server(
@@ -97,12 +57,11 @@ def test_a_worker_of_the_gpu_pool_runs_the_finetune_deployment(dvc_workspace: Pa
     """The GPU stages as deployments of a process work pool, run by a worker in another process."""
     import os
 
+    from flows.deployments import deploy_gpu_stages
     from prefect import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL
-
-    from flows.deployments import deploy_gpu_stages
 
     params = yaml.safe_load((dvc_workspace / "params.yaml").read_text())
     params["curate"]["source"]["n_items"] = 600

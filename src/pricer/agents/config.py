@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from pricer.core.config import StrictModel, load_config
 from pricer.core.retry import RetrySettings
+from pricer.core.secrets import without_credentials
 from pricer.stages.ensemble import EnsembleConfig
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -83,8 +84,55 @@ class FrontierAgentConfig(RegistryAgentConfig):
     config: Path | None = Field(None, description="a configs/frontier/*.yaml file (null: no frontier step)")
 
 
+class RegistrySpecialistConfig(RegistryAgentConfig):
+    """The specialist loaded in this process: base model + adapter, from the registry."""
+
+    kind: Literal["registry"] = "registry"
+
+
+class RemoteSpecialistConfig(RetrySettings):
+    """The specialist asked over an OpenAI-compatible completions endpoint: a vLLM serving its base model with
+    the registered adapter (``pricer specialist-serve`` prints the command), with the prompt it was trained on."""
+
+    kind: Literal["remote"]
+    base_url: str = Field(description="the server's OpenAI-compatible base URL, e.g. http://gpu-host:8000/v1")
+    model: str = Field("pricer-specialist", min_length=1,
+                       description="the name the server serves the adapter under (vLLM: --lora-modules NAME=DIR)")
+    registered_model: str = Field("pricer-specialist", min_length=1, description=(
+        "the registered specialist the server serves: its @champion (or the version the ensemble pins) states "
+        "the token budget texts are cut to and the answer length"))
+    api_key_env: str | None = Field(None, description=(
+        "the NAME of the environment variable holding the server's key (vLLM --api-key); null: none"))
+    max_concurrency: int = Field(16, ge=1, le=1024, description="requests in flight at once (the server batches them)")
+    timeout_s: float = Field(30.0, gt=0, description="seconds one attempt may take")
+    adapter_cache: Path = Field(Path(".cache/specialist-adapters"),
+                                description="where each registered version's adapter folder is downloaded once")
+    trace: bool = Field(True, description="an MLflow span per request, under the cycle's trace")
+
+    _env = field_validator("api_key_env")(_check_env_name)
+
+    @field_validator("base_url")
+    @classmethod
+    def _plain_url(cls, value: str) -> str:
+        _check_url(value)
+        if without_credentials(value) != value:  # never echoed: the password would reach every report
+            raise ValueError("holds a user:password: put the key in the variable api_key_env names")
+        return value.rstrip("/")
+
+
+def _specialist_kind(value: Any) -> str:
+    # Configs written before the remote kind existed name no kind: they mean the registry one.
+    return str(value.get("kind", "registry") if isinstance(value, dict) else getattr(value, "kind", "registry"))
+
+
+SpecialistConfig = Annotated[
+    Annotated[RegistrySpecialistConfig, Tag("registry")] | Annotated[RemoteSpecialistConfig, Tag("remote")],
+    Discriminator(_specialist_kind),
+]
+
+
 class AgentsSection(StrictModel):
-    specialist: RegistryAgentConfig | None = RegistryAgentConfig(model="pricer-specialist")
+    specialist: SpecialistConfig | None = RegistrySpecialistConfig(model="pricer-specialist")
     frontier: FrontierAgentConfig | None = FrontierAgentConfig()
     regressor: RegistryAgentConfig | None = RegistryAgentConfig(model="pricer-regressor")
 
@@ -101,6 +149,23 @@ class VectorStoreConfig(StrictModel):
 # --------------------------------------------------------------------------- planner, memory
 
 
+class AutonomousConfig(StrictModel):
+    """An LLM that runs the cycle with tools (scan, price, notify), inside the rule planner's limits
+    (``pricer.agents.autonomous``). When it is unusable or fails, the rule planner decides the cycle."""
+
+    config: Path = Field(description=(
+        "a configs/frontier/*.yaml file: the chat endpoint that plans, its key variable, prices and retries"))
+    max_steps: int = Field(8, ge=1, le=100, description=(
+        "LLM calls per cycle; a cycle that needs more is decided by the rule planner"))
+    max_cost_usd: float = Field(0.05, ge=0, description=(
+        "what one cycle's LLM calls may cost (at the endpoint config's prices); the call that passes it ends "
+        "the LLM's turn and the rule planner decides"))
+    max_tokens: int = Field(400, gt=0, description="the longest reply of one call, in tokens")
+    max_invalid_calls: int = Field(2, ge=0, description=(
+        "malformed tool calls tolerated per cycle (bad JSON, an unknown tool or argument); one more and the rule "
+        "planner decides"))
+
+
 class PlannerConfig(StrictModel):
     discount_threshold: float = Field(0.3, gt=0, lt=1)  # (estimate - price) / estimate must exceed it
     min_estimate_usd: float = Field(0.0, ge=0)  # ignore items the ensemble thinks are worth less
@@ -113,6 +178,8 @@ class PlannerConfig(StrictModel):
         description="a deal more than this far below its estimate is rejected as implausible, not surfaced "
         "(0.8: a price under 20% of the estimate); 1: no cap",
     )
+    llm: AutonomousConfig | None = Field(None, description=(
+        "an LLM that plans each cycle with tools (null: the rules alone decide)"))
 
     @model_validator(mode="after")
     def _cap_above_threshold(self) -> PlannerConfig:
@@ -211,7 +278,9 @@ def _check_cron(value: str) -> str:
 
 class ScheduleConfig(StrictModel):
     deals_every_minutes: int = Field(15, ge=1, le=59)  # becomes the cron "*/N * * * *"
-    retrain_cron: str | None = "0 4 * * 1"  # None: no retraining deployment
+    retrain_cron: str | None = Field("0 4 * * 1", description=(
+        "when the retraining flow runs: the one place its schedule is set (configs/retrain.yaml says what it "
+        "does); null: no retraining deployment"))
     retrain_flow: str = "flows.retrain:retrain_flow"  # module:function, imported when served
     retrain_parameters: dict[str, str | int | float | bool] = Field(default_factory=dict)
     timezone: str = "UTC"
@@ -238,6 +307,44 @@ class UIConfig(StrictModel):
     plot_max_points: int = Field(3000, gt=0)
 
 
+# --------------------------------------------------------------------------- service, mcp
+
+
+class ServiceConfig(StrictModel):
+    """The REST service over the registered champions (``pricer serve``)."""
+
+    host: str = Field("127.0.0.1", description="interface to listen on (127.0.0.1: this machine only)")
+    port: int = Field(8000, ge=0, le=65535, description="port to listen on (0: any free port)")
+    token_env: str | None = Field(
+        None, description="NAME of the environment variable holding the bearer token that /v1/* and /metrics "
+        "require; null: no token (keep the service on 127.0.0.1 then)")
+    reload_s: float = Field(30.0, gt=0, description="seconds between checks of the champions' versions; a moved "
+                            "alias is loaded and swapped in without a restart")
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="larger request bodies are refused (413)")
+    max_batch: int = Field(64, ge=1, le=1000, description="most products in one POST /v1/price")
+    neighbours: int = Field(5, ge=0, le=50, description="training products cited per quote by default (0: none)")
+    max_neighbours: int = Field(20, ge=0, le=200, description="most neighbours a request may ask for")
+
+    _env = field_validator("token_env")(_check_env_name)
+
+
+class MCPConfig(StrictModel):
+    """The MCP server (``pricer mcp``): pricing, similar products, deals and the leaderboard as tools."""
+
+    transport: Literal["stdio", "http"] = Field("stdio", description="stdio (a client starts it) or streamable HTTP")
+    host: str = Field("127.0.0.1", description="interface of the HTTP transport")
+    port: int = Field(8001, ge=0, le=65535, description="port of the HTTP transport")
+    path: str = Field("/mcp", pattern=r"^/[A-Za-z0-9/_-]*$", description="endpoint of the HTTP transport")
+    token_env: str | None = Field(None, description="NAME of the environment variable holding the bearer token the "
+                                  "HTTP transport requires; null: none")
+    allow_deal_cycle: bool = Field(False, description="offer the run_deal_cycle tool (it scans feeds and sends "
+                                   "notifications: off unless enabled)")
+    neighbours: int = Field(5, ge=0, le=50, description="training products cited per quote by default")
+    experiment: str = Field("pricer", description="the MLflow experiment the leaderboard reads")
+
+    _env = field_validator("token_env")(_check_env_name)
+
+
 class AgentsConfig(StrictModel):
     feeds: list[FeedConfig] = Field(default_factory=list)
     scanner: ScannerConfig = Field(default_factory=ScannerConfig)
@@ -250,6 +357,8 @@ class AgentsConfig(StrictModel):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     tracking: AgentsTrackingConfig = Field(default_factory=AgentsTrackingConfig)
     ui: UIConfig = Field(default_factory=UIConfig)
+    service: ServiceConfig = Field(default_factory=ServiceConfig)
+    mcp: MCPConfig = Field(default_factory=MCPConfig)
 
     @model_validator(mode="after")
     def _unique_feeds(self) -> AgentsConfig:

@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pricer.core.prompt import clean_text
-from pricer.data.text import FULL_TEXT_CHARS, scrub
+from pricer.data.text import FULL_TEXT_CHARS, details_line, scrub
 
 if TYPE_CHECKING:
     from pricer.agents.config import PlannerConfig
@@ -134,6 +135,16 @@ def verdict(deal: Deal, estimate: float, settings: PlannerConfig) -> str:
     return OPPORTUNITY
 
 
+def listing_text(
+    title: str, description: str = "", details: Mapping[str, Any] | None = None, max_chars: int = FULL_TEXT_CHARS
+) -> str:
+    """The product text the price models read: title, the compact details, then description, cleaned like
+    the training text (``pricer.data.text``). Every product priced outside training comes through here: a
+    scraped deal, and a product that a caller of the service, the MCP tools or the UI describes."""
+    parts = (clean_text(title), details_line(details or {}), clean_text(description))
+    return scrub("\n".join(part for part in parts if part))[:max_chars]
+
+
 def deal_text(deal: Deal, max_chars: int = FULL_TEXT_CHARS) -> str:
-    """The product text the price models read: title then description, cleaned like the training text."""
-    return scrub(f"{deal.title}\n{deal.description}")[:max_chars]
+    """A deal's product text (``listing_text``): a scraped page states no details."""
+    return listing_text(deal.title, deal.description, max_chars=max_chars)

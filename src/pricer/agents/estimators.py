@@ -3,8 +3,8 @@
 What the agents serve is what the gate scored. When ``pricer-ensemble`` has a champion, the agents are
 its pinned members (``models:/pricer-regressor/3``, ...) and it supplies the weights
 (``registered_ensemble``); only before any ensemble is registered do they follow each member's current
-``@champion`` (``build_agents``), with equal weights. Every agent hands its model what the ensemble
-hands its members (``pricer.serving.ensemble.member_inputs``): the deal's text.
+``@champion`` (``pricer.agents.roster.build_agents``), with equal weights. Every agent hands its model what
+the ensemble hands its members (``pricer.serving.ensemble.member_inputs``): the deal's text.
 
 An agent that cannot run (no champion registered, a model that fails to load) says so in one log line,
 is skipped, and says so again only if the reason changes.
@@ -152,19 +152,6 @@ def _spent(usage: Any) -> tuple[float, float, float]:
     if usage is None:
         return 0.0, 0.0, 0.0
     return float(usage.input_tokens), float(usage.output_tokens), float(usage.cost_usd)
-
-
-def build_agents(config: Any) -> list[PriceAgent]:
-    """The agents ``configs/agents.yaml`` enables, following each member's current ``@champion``."""
-    section = config.agents
-    agents: list[PriceAgent] = []
-    for name in ("specialist", "frontier", "regressor"):
-        entry = getattr(section, name)
-        if entry is None:
-            log.info("agent %s disabled: agents.%s is null in the config", name, name)
-        else:
-            agents.append(RegistryAgent(name, entry.model))
-    return agents
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ class LogBuffer(logging.Handler):
     def __init__(self, capacity: int = 1000, level: int = logging.INFO) -> None:
         super().__init__(level)
         self.records: deque[str] = deque(maxlen=capacity)
+        self.written = 0  # lines ever appended: a position that survives the deque dropping old lines
         self._lines_lock = threading.Lock()
         self.setFormatter(logging.Formatter(FORMAT, "%H:%M:%S"))
 
@@ -27,10 +28,23 @@ class LogBuffer(logging.Handler):
             return
         with self._lines_lock:
             self.records.append(line)
+            self.written += 1
 
     def tail(self, n: int = 200) -> str:
         with self._lines_lock:
             lines = list(self.records)[-n:]
+        return "\n".join(lines)
+
+    def mark(self) -> int:
+        """The position now: ``since(mark)`` reads what is logged after it (one cycle's lines)."""
+        with self._lines_lock:
+            return self.written
+
+    def since(self, mark: int, n: int = 200) -> str:
+        """The lines logged after ``mark`` that the buffer still holds, at most the last ``n``."""
+        with self._lines_lock:
+            new = min(self.written - mark, len(self.records), n)
+            lines = list(self.records)[len(self.records) - new:] if new > 0 else []
         return "\n".join(lines)
 
     def clear(self) -> None:

@@ -198,6 +198,9 @@ class Memory:
     def expire_pending(self, older_than_s: float) -> int:
         return self.outbox.expire_pending(older_than_s)
 
+    def resend(self, key: str, requested_by: str) -> dict[str, Any]:
+        return self.outbox.resend(key, requested_by)
+
     # ---- reading ------------------------------------------------------------------------------
 
     def opportunities(self, limit: int = 200) -> pd.DataFrame:
@@ -246,4 +249,35 @@ class Memory:
 
     def outbox_row(self, key: str) -> dict[str, Any] | None:
         return self.outbox.row(key)
+
+    def opportunity(self, key: str) -> dict[str, Any] | None:
+        """One opportunity as surfaced (its per-agent estimates decoded), its notification and its re-sends."""
+        row = self._conn().execute("SELECT * FROM opportunities WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        found = dict(row)
+        found["estimates"] = json.loads(found["estimates"] or "{}")
+        found["notification"] = self.outbox.row(key)
+        found["resends"] = self.outbox.resends(key)
+        return found
+
+    def estimates(self, since: float | None = None) -> pd.DataFrame:
+        """Every deal priced (since a time): its price, the ensemble's estimate, whether it was surfaced."""
+        rows = self._conn().execute(
+            "SELECT d.price, d.estimate, d.seen_at, o.key IS NOT NULL AS opportunity FROM deals d "
+            "LEFT JOIN opportunities o ON o.key = d.key WHERE d.estimate IS NOT NULL AND d.seen_at >= ? "
+            "ORDER BY d.seen_at", (since or 0.0,)).fetchall()
+        frame = pd.DataFrame([tuple(row) for row in rows], columns=["price", "estimate", "seen_at", "opportunity"])
+        return frame.astype({"price": float, "estimate": float, "seen_at": float, "opportunity": bool})
+
+
+def seen_estimates(path: str | Path, since: float | None = None) -> pd.DataFrame:
+    """``Memory.estimates`` of the memory at ``path``, or no rows when there is none yet (nothing is created)."""
+    if not Path(path).exists():
+        return pd.DataFrame({"price": [], "estimate": [], "seen_at": [], "opportunity": []})
+    memory = Memory(path)
+    try:
+        return memory.estimates(since)
+    finally:
+        memory.close()
 

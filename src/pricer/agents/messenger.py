@@ -14,7 +14,8 @@ lease (``pricer.agents.outbox``), so two cycles running at once never send the s
 it sent only after its notifier succeeded; a failure leaves it pending for the next cycle. A
 sender killed between the receiver's answer and ``mark_sent`` has its row sent again, with the
 same key, by the next cycle (at once when the dead sender ran on this machine, else once its lease
-runs out).
+runs out). A re-send a person asked for (``pricer.agents.outbox``, ``Outbox.resend``) goes out the same
+way under its own, new key, and its body names the original deal's key as ``resend_of``.
 """
 
 from __future__ import annotations
@@ -74,11 +75,14 @@ def _quiet_http_logs() -> None:
             logger.setLevel(logging.WARNING)
 
 
-def message_for(opp: Opportunity) -> dict[str, Any]:
-    """The notification's content; the deal's scraped text is only ever a field of it."""
+def message_for(opp: Opportunity, key: str | None = None) -> dict[str, Any]:
+    """The notification's content (``key``: its Idempotency-Key, when not the deal's own: a re-send);
+    the deal's scraped text is only ever a field of it."""
     deal = opp.deal
+    resend = {"resend_of": opp.key} if key is not None and key != opp.key else {}
     return {
-        "id": opp.key,
+        "id": key or opp.key,
+        **resend,
         "title": f"Deal: {deal.title[:120]}",
         "text": f"${deal.price:,.2f} vs an estimated ${opp.estimate:,.2f} ({opp.discount:.0%} below)",
         "url": deal.url,
@@ -94,7 +98,7 @@ def message_for(opp: Opportunity) -> dict[str, Any]:
 class Notifier(Protocol):
     kind: str
 
-    def send(self, opp: Opportunity) -> None: ...
+    def send(self, opp: Opportunity, key: str | None = None) -> None: ...
 
     def close(self) -> None: ...
 
@@ -169,11 +173,11 @@ class WebhookNotifier(_HttpNotifier):
     def __repr__(self) -> str:
         return f"WebhookNotifier({_host(self.url)})"
 
-    def send(self, opp: Opportunity) -> None:
-        headers = {"Idempotency-Key": opp.key, "Content-Type": "application/json"}
+    def send(self, opp: Opportunity, key: str | None = None) -> None:
+        headers = {"Idempotency-Key": key or opp.key, "Content-Type": "application/json"}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
-        self.post(self.url, json=message_for(opp), headers=headers)
+        self.post(self.url, json=message_for(opp, key), headers=headers)
 
 
 class NtfyNotifier(_HttpNotifier):
@@ -189,8 +193,8 @@ class NtfyNotifier(_HttpNotifier):
     def __repr__(self) -> str:
         return f"NtfyNotifier({_host(self.server)})"
 
-    def send(self, opp: Opportunity) -> None:
-        message = message_for(opp)
+    def send(self, opp: Opportunity, key: str | None = None) -> None:
+        message = message_for(opp, key)
         # ntfy's JSON publishing: the topic goes in the body, so the URL holds nothing secret.
         body = {
             "topic": self._topic,
@@ -201,7 +205,7 @@ class NtfyNotifier(_HttpNotifier):
             "tags": ["moneybag"],
         }
         # ntfy does not document an idempotency key either; the header is for a relay that dedupes.
-        headers = {"Idempotency-Key": opp.key}
+        headers = {"Idempotency-Key": key or opp.key}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
         self.post(self.server + "/", json=body, headers=headers)
@@ -219,8 +223,8 @@ class PushoverNotifier(_HttpNotifier):
     def __repr__(self) -> str:
         return f"PushoverNotifier({_host(self.api_url)})"
 
-    def send(self, opp: Opportunity) -> None:
-        message = message_for(opp)
+    def send(self, opp: Opportunity, key: str | None = None) -> None:
+        message = message_for(opp, key)
         data = {
             "token": self._token,
             "user": self._user,
@@ -231,7 +235,7 @@ class PushoverNotifier(_HttpNotifier):
         }
         # Pushover's API defines no idempotency key and ignores this header: a resend after a kill shows
         # twice on the phone. It is sent anyway, so that a relay in front of Pushover can dedupe.
-        self.post(self.api_url, data=data, headers={"Idempotency-Key": opp.key})
+        self.post(self.api_url, data=data, headers={"Idempotency-Key": key or opp.key})
 
 
 class LogNotifier:
@@ -240,8 +244,8 @@ class LogNotifier:
     def __init__(self, config: LogNotifierConfig | None = None) -> None:
         pass
 
-    def send(self, opp: Opportunity) -> None:
-        message = message_for(opp)
+    def send(self, opp: Opportunity, key: str | None = None) -> None:
+        message = message_for(opp, key)
         log.info("OPPORTUNITY %s: %s - %s", message["title"], message["text"], message["url"])
 
     def close(self) -> None:
@@ -350,7 +354,7 @@ class Messenger:
             tried.add(item.key)
             report.attempted += 1
             try:
-                notifier.send(item.opportunity)
+                notifier.send(item.opportunity, key=item.send_key)
             except DeliveryError as error:
                 outbox.mark_failed(item.key, str(error), owner=owner)
                 report.failed += 1

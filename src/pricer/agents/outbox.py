@@ -17,10 +17,20 @@ settings), or a live, slow sender's row is sent twice.
 
 Delivery is at-least-once: a kill after the receiver answered and before ``mark_sent`` committed
 means one resend with the same key; a receiver that dedupes on the key shows it once.
+
+A person may ask for a notification again (the UI's "Re-send"): ``resend`` records the request in the
+``resends`` table and puts the row back to ``pending`` under a NEW key, ``resend_key(deal key, n)``, in
+one transaction; the messenger then delivers it like any other row. A new key, because the deal's own
+key was already acknowledged: a receiver that dedupes on it (as it should) would drop the re-send, so
+the button would do nothing exactly where delivery is done right. The new key is fixed when the request
+is recorded, so that request's own retries and crash-resends still carry one key, and the body names
+the original (``resend_of``). Only a row that is ``sent`` or ``expired`` can be re-sent: a pending one
+is still going to be delivered, and may be on the wire.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -35,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from pricer.agents.deals import Deal, Opportunity
+from pricer.core.errors import PricerError
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +64,26 @@ CREATE TABLE IF NOT EXISTS outbox (
     updated_at REAL NOT NULL,
     sent_at REAL,
     claimed_by TEXT,
-    lease_until REAL
+    lease_until REAL,
+    send_key TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_status ON outbox(status);
+CREATE TABLE IF NOT EXISTS resends (
+    key TEXT PRIMARY KEY,
+    opportunity TEXT NOT NULL REFERENCES opportunities(key),
+    number INTEGER NOT NULL,
+    requested_at REAL NOT NULL,
+    requested_by TEXT NOT NULL,
+    previous_status TEXT NOT NULL,
+    previous_sent_at REAL,
+    sent_at REAL,
+    UNIQUE (opportunity, number)
+);
 """
 
 # Columns added after the first release: a memory file written before them gains them when opened.
-_ADDED_COLUMNS = {"claimed_by": "TEXT", "lease_until": "REAL"}
+# send_key: the Idempotency-Key of the row's current send (NULL: the deal's key; set by a re-send).
+_ADDED_COLUMNS = {"claimed_by": "TEXT", "lease_until": "REAL", "send_key": "TEXT"}
 
 
 def migrate(conn: sqlite3.Connection) -> list[str]:
@@ -111,6 +135,15 @@ def _gone(owner: str) -> bool:
         return False
 
 
+class ResendRefused(PricerError):
+    """A re-send that cannot be recorded: no such notification, or it is still pending."""
+
+
+def resend_key(key: str, number: int) -> str:
+    """The Idempotency-Key of the ``number``-th re-send of deal ``key``: new, and the same on every retry."""
+    return hashlib.sha256(f"{key}:resend:{number}".encode()).hexdigest()[:32]
+
+
 @dataclass(frozen=True)
 class PendingNotification:
     key: str
@@ -118,10 +151,16 @@ class PendingNotification:
     attempts: int
     created_at: float
     lease_until: float | None = None
+    send_key: str | None = None  # the Idempotency-Key to send with (None: the deal's key)
+
+    @property
+    def idempotency_key(self) -> str:
+        return self.send_key or self.key
 
 
 _SELECT = (
-    "SELECT o.*, x.attempts AS n_attempts, x.created_at AS queued_at, x.lease_until AS leased_to "
+    "SELECT o.*, x.attempts AS n_attempts, x.created_at AS queued_at, x.lease_until AS leased_to, "
+    "x.send_key AS send_key "
     "FROM outbox x JOIN opportunities o ON o.key = x.key"
 )
 
@@ -202,6 +241,9 @@ class Outbox:
                 f"WHERE key = ? AND status = 'pending' AND {_HOLDER}",
                 (now, now, notifier, key, owner, owner, now),
             ).rowcount
+            if changed:  # a re-send's record says when it arrived
+                conn.execute("UPDATE resends SET sent_at = ? WHERE key = (SELECT send_key FROM outbox WHERE key = ?)",
+                             (now, key))
         return bool(changed)
 
     def mark_failed(self, key: str, error: str, *, owner: str | None = None) -> bool:
@@ -242,6 +284,36 @@ class Outbox:
         row = self._conn().execute("SELECT * FROM outbox WHERE key = ?", (key,)).fetchone()
         return None if row is None else dict(row)
 
+    def resend(self, key: str, requested_by: str) -> dict[str, Any]:
+        """Record a request to notify ``key`` again and queue it under its new key; returns the record."""
+        now = time.time()
+        with self._transaction() as conn:
+            row = conn.execute("SELECT status, sent_at FROM outbox WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                raise ResendRefused(f"no notification was ever queued for {key}")
+            if row["status"] == PENDING:
+                raise ResendRefused("it is still pending: the next delivery sends it (a re-send would race it)")
+            number = 1 + conn.execute("SELECT COUNT(*) FROM resends WHERE opportunity = ?", (key,)).fetchone()[0]
+            record = {"key": resend_key(key, number), "opportunity": key, "number": number, "requested_at": now,
+                      "requested_by": requested_by[:200], "previous_status": row["status"],
+                      "previous_sent_at": row["sent_at"], "sent_at": None}
+            conn.execute(f"INSERT INTO resends ({', '.join(record)}) VALUES ({', '.join('?' * len(record))})",
+                         tuple(record.values()))
+            # Queued as of now, so the pending age limit counts from the request, not the first send.
+            conn.execute(
+                "UPDATE outbox SET status = 'pending', send_key = ?, last_error = NULL, created_at = ?, updated_at = ?, "
+                "claimed_by = NULL, lease_until = NULL WHERE key = ?",
+                (record["key"], now, now, key),
+            )
+        log.info("re-send %d of %s recorded (requested by %s); Idempotency-Key %s", number, key[:12],
+                 record["requested_by"], record["key"])
+        return record
+
+    def resends(self, key: str) -> list[dict[str, Any]]:
+        """Every re-send asked for ``key``, oldest first."""
+        rows = self._conn().execute("SELECT * FROM resends WHERE opportunity = ? ORDER BY number", (key,))
+        return [dict(row) for row in rows]
+
 
 # The claimer itself, even past its lease (nobody has taken the row over, and what it reports is
 # true); without an owner, only a row nobody holds. Parameters: owner, owner, now.
@@ -255,6 +327,7 @@ def _pending(row: sqlite3.Row) -> PendingNotification:
         int(row["n_attempts"]),
         float(row["queued_at"]),
         None if row["leased_to"] is None else float(row["leased_to"]),
+        row["send_key"],
     )
 
 

@@ -12,9 +12,13 @@ messenger delivers whatever is pending, including what an earlier, interrupted c
 The agents and weights are those of the ``pricer-ensemble`` champion: its pinned members, so the
 estimates are the ones the gate scored (see ``pricer.agents.estimators``).
 
+With ``planner.llm`` set, an LLM chooses what to notify among the deals these rules surface, calling the
+scan and the pricing as tools (``pricer.agents.autonomous``); when it cannot, the rules decide, and
+``CycleReport.planner`` says which did and why.
+
 Each cycle is one MLflow trace (``deals.cycle``) with a span for the scan, one per agent
 (latency, items answered, and tokens and cost when an API was called), one for the ensemble
-and one for the messenger.
+and one for the messenger (and with an LLM planner, one per LLM call and per tool call).
 """
 
 from __future__ import annotations
@@ -34,11 +38,13 @@ from typing import Any
 
 import numpy as np
 
+from pricer.agents.autonomous import AutonomousPlanner, Ledger, decide
 from pricer.agents.config import AgentsConfig, load_agents_config
 from pricer.agents.deals import OPPORTUNITY, Deal, Opportunity, deal_text, verdict
-from pricer.agents.estimators import AgentResult, PriceAgent, RegistryAgent, build_agents, registered_ensemble
+from pricer.agents.estimators import AgentResult, PriceAgent, registered_ensemble
 from pricer.agents.memory import Memory
 from pricer.agents.messenger import Messenger
+from pricer.agents.roster import build_agents, pinned_agent
 from pricer.agents.scanner import Scanner
 from pricer.agents.tracing import annotate_agent, cycle_trace, flush_traces, rounded, step_span
 from pricer.models.ensemble import EnsembleWeights
@@ -66,6 +72,7 @@ class CycleReport:
     )  # seconds per step: scan, estimate, memory, messenger
     seconds: float = 0.0
     trace_id: str | None = None
+    planner: dict[str, Any] = field(default_factory=dict)  # which planner decided (kind) and why (reason)
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "rejected": dict(self.rejected)}
@@ -100,7 +107,8 @@ class Planner:
         self.scanner = scanner or Scanner(config.scanner, config.feeds)
         self._given_agents = list(agents) if agents is not None else None
         self._followers = build_agents(config)  # before any ensemble is registered
-        self._pinned: dict[tuple[str, str], RegistryAgent] = {}
+        self._pinned: dict[tuple[str, str], PriceAgent] = {}
+        self.autonomous = AutonomousPlanner.from_config(config)  # None: the rules decide every cycle
         self.memory = memory or Memory(config.memory.path)
         self.messenger = messenger or Messenger(
             config.messenger, max_age_s=config.memory.pending_max_age_hours * 3600
@@ -137,9 +145,11 @@ class Planner:
             agents = self._followers
         return agents, self._fixed_weights or EnsembleWeights.equal([agent.name for agent in agents])
 
-    def _pinned_agent(self, name: str, uri: str) -> RegistryAgent:
+    def _pinned_agent(self, name: str, uri: str) -> PriceAgent:
         # Kept across cycles, so a pinned model loads once.
-        return self._pinned.setdefault((name, uri), RegistryAgent(name, model_uri=uri))
+        if (name, uri) not in self._pinned:
+            self._pinned[(name, uri)] = pinned_agent(self.config, name, uri)
+        return self._pinned[(name, uri)]
 
     @staticmethod
     def ready_agents(agents: Sequence[PriceAgent]) -> tuple[list[PriceAgent], list[str]]:
@@ -153,8 +163,16 @@ class Planner:
             (ready if ok else skipped).append(agent if ok else agent.name)
         return ready, skipped
 
-    def estimate(self, texts: Sequence[str], *, traced: bool = False) -> Estimate:
-        candidates, weights = self.pricing()
+    def estimate(
+        self,
+        texts: Sequence[str],
+        *,
+        traced: bool = False,
+        pricing: tuple[Sequence[PriceAgent], EnsembleWeights] | None = None,
+    ) -> Estimate:
+        """Every agent's estimates of ``texts`` and their ensemble. ``pricing``: the agents and weights to use,
+        already resolved (a server's loaded champions); by default ``pricing()`` reads the registry now."""
+        candidates, weights = pricing if pricing is not None else self.pricing()
         agents, skipped = self.ready_agents(candidates)
         texts = list(texts)
         if self.config.planner.parallel_agents and len(agents) > 1:
@@ -238,6 +256,7 @@ class Planner:
                                     "opportunities",
                                     "delivery",
                                     "skipped_agents",
+                                    "planner",
                                 )
                             }
                         )
@@ -255,7 +274,12 @@ class Planner:
             return report
 
     def _cycle(self, report: CycleReport, traced: bool) -> None:
-        settings = self.config.planner
+        # The scan and the pricing run when the deciding planner first needs them, and once.
+        ledger = Ledger(lambda: self._scan(report, traced), lambda deals: self._judge(deals, report, traced))
+        opportunities, priced = decide(self.autonomous, ledger, report, traced)
+        self._remember_and_notify(report, priced, opportunities, traced)
+
+    def _scan(self, report: CycleReport, traced: bool) -> list[Deal]:
         clock = time.perf_counter()
         with step_span("scanner", "TOOL", traced) as span:
             deals, scan = self.scanner.scan(known=self.memory.known_keys())
@@ -266,8 +290,14 @@ class Planner:
                 span.set_attributes({"latency_s": scan.seconds})
         report.deals = len(deals)
         report.timings["scan"] = time.perf_counter() - clock
-        clock = time.perf_counter()
+        return deals
 
+    def _judge(
+        self, deals: list[Deal], report: CycleReport, traced: bool
+    ) -> tuple[list[Opportunity], list[tuple[Deal, float]]]:
+        """Price the deals and apply the rules: the opportunities (best first, capped), every other priced deal."""
+        settings = self.config.planner
+        clock = time.perf_counter()
         opportunities: list[Opportunity] = []
         priced: list[tuple[Deal, float]] = []
         if deals:
@@ -308,6 +338,11 @@ class Planner:
                 opportunities = opportunities[: settings.max_opportunities_per_cycle]
 
         report.timings["estimate"] = time.perf_counter() - clock
+        return opportunities, priced
+
+    def _remember_and_notify(
+        self, report: CycleReport, priced: list[tuple[Deal, float]], opportunities: list[Opportunity], traced: bool
+    ) -> None:
         clock = time.perf_counter()
         with step_span("memory", "TOOL", traced) as span:
             new = self.memory.record_cycle(

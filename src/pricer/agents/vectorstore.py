@@ -5,6 +5,12 @@ vectors, so cosine distance = 1 - dot product) and persisted under ``data/vector
 build is incremental: ids already in the collection are never embedded again, and a source
 file whose digest matches the one recorded at the last sync is not even re-read beyond its
 hash. Each record keeps the product text (the document), its price, category and title.
+
+The text embedded and stored is each product's longest one (``pricer.core.schema.texts``: the curated
+``full_text``, up to 2,000 characters), not the token-budgeted ``text``: a deal is priced, and looked up,
+with a text that long, and the baselines have already embedded exactly these texts with the same
+settings, so after ``pricer baselines`` building the store reads the embedding cache instead of
+running MiniLM again (minutes on the demo's 4,600 training products on 2 cores).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from pricer.core.files import file_digest
+from pricer.core.schema import texts as product_texts
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +46,7 @@ class SyncReport:
     added: int
     seconds: float
     skipped_unchanged: bool = False
+    products: int = 0  # in the store after the sync
 
 
 class ProductStore:
@@ -108,7 +116,7 @@ class ProductStore:
             digest = digest or file_digest(path)
             stored = (self.collection.metadata or {}).get(_SYNC_META)
             if stored == digest and self.count() > 0:
-                return SyncReport(self.count(), self.count(), 0, time.perf_counter() - started, True)
+                return SyncReport(self.count(), self.count(), 0, time.perf_counter() - started, True, self.count())
             items = pd.read_parquet(path)
         else:
             items = source
@@ -122,19 +130,20 @@ class ProductStore:
         step = self._max_batch()
         for start in range(0, len(new), step):
             batch = new.iloc[start : start + step]
-            vectors = np.asarray(self.embedder.embed(batch["text"].astype(str).tolist()), dtype=np.float32)
+            documents = product_texts(batch)
+            vectors = np.asarray(self.embedder.embed(documents), dtype=np.float32)
             if vectors.shape[0] != len(batch):
                 raise ValueError(f"the embedder returned {vectors.shape[0]} vectors for {len(batch)} texts")
             self.collection.upsert(
                 ids=batch["id"].astype(str).tolist(),
                 embeddings=vectors,
-                documents=batch["text"].astype(str).tolist(),
+                documents=documents,
                 metadatas=[_metadata(row) for row in batch.to_dict("records")],
             )
             log.info("vector store: embedded %d of %d new products", min(start + step, len(new)), len(new))
         if digest is not None:
             self._record_digest(digest)
-        report = SyncReport(len(items), len(present), len(new), time.perf_counter() - started)
+        report = SyncReport(len(items), len(present), len(new), time.perf_counter() - started, products=self.count())
         log.info(
             "vector store %s: %d products, %d added, %d already there (%.1f s)",
             self.path,
@@ -177,9 +186,10 @@ class ProductStore:
             results.append(pairs[:k])
         return results
 
-    def projection(self, max_points: int = 3000, seed: int = 0) -> pd.DataFrame:
-        """A 2-D PCA of (up to ``max_points``) stored vectors: pc1, pc2, category, title, price."""
-        columns = ["pc1", "pc2", "category", "title", "price"]
+    def projection(self, max_points: int = 3000, seed: int = 0, dims: int = 3) -> pd.DataFrame:
+        """A PCA of (up to ``max_points``) stored vectors to ``dims`` axes: pc1..pcN, category, title, price."""
+        axes = [f"pc{i + 1}" for i in range(dims)]
+        columns = [*axes, "category", "title", "price"]
         total = self.count()
         if total == 0:
             return pd.DataFrame(columns=columns)
@@ -193,15 +203,14 @@ class ProductStore:
         centred = vectors - vectors.mean(axis=0, keepdims=True)
         if len(centred) >= 2:
             _, _, components = np.linalg.svd(centred, full_matrices=False)
-            points = centred @ components[:2].T
-            if points.shape[1] < 2:
-                points = np.pad(points, ((0, 0), (0, 2 - points.shape[1])))
+            points = centred @ components[:dims].T
+            if points.shape[1] < dims:  # fewer points than axes: the missing ones are flat
+                points = np.pad(points, ((0, 0), (0, dims - points.shape[1])))
         else:
-            points = np.zeros((len(centred), 2), dtype=np.float32)
+            points = np.zeros((len(centred), dims), dtype=np.float32)
         return pd.DataFrame(
             {
-                "pc1": points[:, 0].astype(float),
-                "pc2": points[:, 1].astype(float),
+                **{axis: points[:, i].astype(float) for i, axis in enumerate(axes)},
                 "category": [str(meta.get("category") or "Unknown") for meta in metas],
                 "title": [str(meta.get("title") or "") for meta in metas],
                 "price": [float(meta.get("price") or 0.0) for meta in metas],
@@ -217,8 +226,9 @@ def _metadata(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def sync_store(config: Any) -> SyncReport:
-    """Build or update the store ``config.vectorstore`` (an ``AgentsConfig``) describes, from its source."""
-    settings = config.vectorstore
-    store = ProductStore(settings.path, settings.collection, batch_size=settings.batch_size)
-    return store.sync(settings.source)
+def sync_store(config: Any, root: Path | None = None) -> SyncReport:
+    """Build or update the store ``config.vectorstore`` (an ``AgentsConfig``) describes, from its source;
+    its relative paths are under ``root`` (default: the working directory)."""
+    settings, root = config.vectorstore, root or Path.cwd()
+    store = ProductStore(root / settings.path, settings.collection, batch_size=settings.batch_size)
+    return store.sync(root / settings.source)

@@ -20,7 +20,9 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from pricer.core.errors import PricerError
+from pricer.apps.cli_agents import commands as agent_commands
+from pricer.apps.cli_options import DataOption, ParamsOption, console
+from pricer.core.errors import ConfigError, PricerError
 
 
 class _Commands(TyperGroup):
@@ -42,13 +44,6 @@ class _Commands(TyperGroup):
 
 app = typer.Typer(help="Pricer: estimate product prices from text, track every run, hunt deals.",
                   no_args_is_help=True, pretty_exceptions_enable=False, cls=_Commands)
-console = Console(stderr=True)
-
-ParamsOption = Annotated[Path, typer.Option("--params", help="The parameters file DVC tracks.")]
-DataOption = Annotated[
-    Optional[list[Path]],  # noqa: UP045 - typer needs Optional here
-    typer.Option("--data", help="A .jsonl/.jsonl.gz file or folder in the Amazon 2023 layout (repeatable)."),
-]
 
 
 @app.callback()
@@ -104,21 +99,47 @@ def baselines(
 
 
 @app.command()
-def compare(
+def leaderboard(
     output: Annotated[Path, typer.Option(help="Where to write the markdown leaderboard.")] = Path(
         "reports/leaderboard.md"),
     experiment: Annotated[str, typer.Option(help="MLflow experiment.")] = "pricer",
 ) -> None:
     """Leaderboard of every evaluated model (latest run per model, from MLflow)."""
-    from pricer.apps.leaderboard import leaderboard, to_markdown
+    from pricer.tracking.leaderboard import leaderboard as board_of
+    from pricer.tracking.leaderboard import to_markdown
     from pricer.tracking.runs import configure
 
     configure(experiment=experiment)
-    board = leaderboard(experiment)
-    markdown = to_markdown(board)
+    markdown = to_markdown(board_of(experiment))
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(markdown + "\n", encoding="utf-8")
     print(markdown)
+
+
+@app.command()
+def compare(
+    runs: Annotated[Optional[list[str]], typer.Option("--runs", help="Two pipeline run ids, older first.")] = None,  # noqa: UP045
+    last: Annotated[int, typer.Option(help="Without --runs: the last N finished pipeline runs (the first and last).")] = 2,
+    experiment: Annotated[str, typer.Option(help="MLflow experiment.")] = "pricer",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+) -> None:
+    """What changed between two pipeline runs (params, data, code) and what came of it (MAE deltas, gate)."""
+    from mlflow.tracking import MlflowClient
+
+    from pricer.apps.comparing import print_comparison
+    from pricer.tracking.comparison import compare_runs, pipeline_runs
+    from pricer.tracking.runs import configure
+
+    configure(experiment=experiment)
+    client = MlflowClient()
+    if runs is not None and len(runs) != 2:
+        raise ConfigError(f"--runs takes two pipeline run ids (--runs A --runs B), got {len(runs)}")
+    ids = runs or pipeline_runs(client, experiment, max(2, last))
+    comparison = compare_runs(client, ids[0], ids[-1])
+    if as_json:
+        print(json.dumps(comparison.as_dict()))
+        return
+    print_comparison(comparison, Console())
 
 
 @app.command()
@@ -209,7 +230,7 @@ def frontier(
     summary = run_frontier_eval(
         _frontier_config(config, k_neighbours), limit=limit if limit is not None else "config",
         register=False if no_register else None, experiment=loaded.tracking.experiment,
-        tracking_uri=loaded.tracking.tracking_uri)
+        tracking_uri=loaded.tracking.tracking_uri, wandb=loaded.tracking.wandb)
     _print_frontier_summary(summary)
 
 
@@ -232,67 +253,6 @@ def frontier_finetune(
                   f"(estimated ${summary['estimated_cost_usd']:.4f})")
     if summary["evaluation"]:
         _print_frontier_summary(summary["evaluation"])
-
-
-AgentsConfigOption = Annotated[Path, typer.Option("--config", help="The deal agents' configuration.")]
-
-
-@app.command()
-def deals(config: AgentsConfigOption = Path("configs/agents.yaml")) -> None:
-    """Run one deal-hunting cycle: scan the feeds, price the deals, surface and notify opportunities."""
-    from pricer.agents.planner import run_cycle
-
-    report = run_cycle(config)
-    table = Table(title=f"deals cycle {report.cycle_id} ({report.seconds:.1f} s)")
-    for column in ("discount", "price", "estimate", "title"):
-        table.add_column(column, justify="right" if column != "title" else "left")
-    for opp in report.opportunities:
-        table.add_row(f"{opp['discount']:.0%}", f"${opp['price']:,.2f}", f"${opp['estimate']:,.2f}", opp["title"][:70])
-    Console().print(table)
-    skipped = ", ".join(f"{n} {why}" for why, n in sorted(report.scan.get("skipped", {}).items())) or "none"
-    Console().print(
-        f"{report.deals} new deals ({skipped} skipped), {report.priced} priced by "
-        f"{', '.join(report.agents) or 'no agent'}; {report.new_opportunities} new opportunities; "
-        f"notifications: {report.delivery.get('sent', 0)} sent, {report.delivery.get('failed', 0)} failed"
-        + (f" ({report.delivery['skipped_reason']})" if report.delivery.get("skipped_reason") else "")
-    )
-
-
-@app.command()
-def ui(
-    config: AgentsConfigOption = Path("configs/agents.yaml"),
-    host: Annotated[Optional[str], typer.Option(help="Interface to listen on (default: ui.host).")] = None,  # noqa: UP045
-    port: Annotated[Optional[int], typer.Option(help="Port (default: ui.port).")] = None,  # noqa: UP045
-) -> None:
-    """Serve the deal agents' web UI: opportunities, live agent log, price box, vector store plot."""
-    from pricer.apps.ui import launch
-
-    launch(host, port, config)
-
-
-@app.command("fit-ensemble")
-def fit_ensemble_command(config: AgentsConfigOption = Path("configs/agents.yaml")) -> None:
-    """Fit the ensemble's weights on the validation split, score it on test, register and gate pricer-ensemble."""
-    from pricer.agents.config import load_agents_config
-    from pricer.stages.ensemble import fit_ensemble
-
-    fit = fit_ensemble(load_agents_config(config).ensemble)
-    weights = ", ".join(f"{name} {value:.3f}" for name, value in fit.weights.weights.items())
-    outcome = fit.result.summary()
-    Console().print(f"weights: {weights}; test MAE ${fit.test_metrics['mae']:,.2f}; "
-                    f"{outcome['name']} v{outcome['version']}: {outcome['decision']}")
-
-
-@app.command()
-def vectorstore(config: AgentsConfigOption = Path("configs/agents.yaml")) -> None:
-    """Build or update the frontier agent's vector store from the training split (only new products embedded)."""
-    from pricer.agents.config import load_agents_config
-    from pricer.agents.vectorstore import sync_store
-
-    report = sync_store(load_agents_config(config))
-    Console().print(f"{report.added} products added, {report.already_present} already stored "
-                    f"({'source unchanged' if report.skipped_unchanged else f'{report.source_rows} in the source'}) "
-                    f"in {report.seconds:.1f} s")
 
 
 @app.command()
@@ -341,6 +301,8 @@ def show_params(
     loaded = load_params(params)
     print(json.dumps(loaded.model_dump(mode="json"), indent=2) if as_json else "\n".join(commented_yaml(loaded)))
 
+
+app.registered_commands.extend(agent_commands.registered_commands)
 
 if __name__ == "__main__":
     app()

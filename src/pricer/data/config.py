@@ -127,10 +127,18 @@ class CurateConfig(StrictModel):
     max_tokens: int = Field(DEFAULT_MAX_TEXT_TOKENS, gt=8, description="the language models' text budget")
     balance: BalanceConfig = Field(default_factory=BalanceConfig, description="down-sampling by band and category")
     split: SplitConfig = Field(default_factory=SplitConfig, description="the hash split")
+    accepted_dir: Path | None = Field(Path("data/accepted"), description=(
+        "jsonl files that scheduled retraining accepted from the inbox, read after the source (a DVC dep of "
+        "the curate stage, so it re-runs when a file is accepted); null: none"))
     output_dir: Path = Field(Path("data/curated"), description="train/val/test.parquet go here")
     quarantine_path: Path = Field(Path("data/quarantine.jsonl"), description="each rejected record, with its reason")
     report_path: Path = Field(Path("reports/curation.json"), description="counts per reason, split and category")
     batch_size: int = Field(2000, gt=0, description="records processed per batch")
+
+    @property
+    def metrics_path(self) -> Path:
+        """The report's counts, numbers only, beside it: the curation row of ``dvc metrics show``."""
+        return self.report_path.parent / self.report_path.stem / "metrics.json"
 
     @model_validator(mode="after")
     def _band(self) -> CurateConfig:

@@ -32,7 +32,14 @@ from pricer.core.schema import SPLITS
 from pricer.data.config import BalanceConfig, CurateConfig, JsonlSourceConfig
 from pricer.data.dedupe import SeenKeys
 from pricer.data.records import Product, Reason, Rejection, decode_line, has_broken_encoding, parse_record
-from pricer.data.sources import RawRecord, SourceFault, SourceStream, read_source
+from pricer.data.sources import (
+    RawRecord,
+    SourceFault,
+    SourceStream,
+    accepted_files,
+    chain_streams,
+    read_source,
+)
 from pricer.data.split import assign_split, item_id, unit_hash
 from pricer.data.staging import Staging
 from pricer.data.text import FULL_TEXT_CHARS, product_text
@@ -256,10 +263,11 @@ def curate(config: CurateConfig, root: Path | None = None, records: Iterable[Raw
     root = root or Path.cwd()
     targets = {f"{name}.parquet": root / config.output_dir / f"{name}.parquet" for name in SPLITS}
     targets["quarantine.jsonl"] = root / config.quarantine_path
-    report_path = root / config.report_path
-    stream = _stream(config, records)
+    report_path, metrics_path = root / config.report_path, root / config.metrics_path
+    accepted = accepted_files(root / config.accepted_dir) if config.accepted_dir is not None and records is None else []
+    stream = _stream(config, records, accepted)
     with (
-        Staging([*targets.values(), report_path]) as staging,
+        Staging([*targets.values(), report_path, metrics_path]) as staging,
         closing(SeenKeys(staging.scratch("seen.sqlite"))) as seen,
     ):
         staged = {name: staging.path(path) for name, path in targets.items()}
@@ -269,7 +277,12 @@ def curate(config: CurateConfig, root: Path | None = None, records: Iterable[Raw
         report.settle(stream, written)
         report.outputs = {name: file_digest(path) for name, path in staged.items()}
         summary = report.to_dict()
+        # Which accepted inbox files this data holds, by content: what a reviewer traces a retrain to.
+        summary["accepted_files"] = {path.name: file_digest(path) for path in accepted}
         atomic_write_json(staging.path(report_path), summary)
+        atomic_write_json(staging.path(metrics_path), {
+            "read": summary["read"], "kept": summary["kept"], "rejected": summary["rejected"],
+            "source_errors": len(summary["source_errors"]), **summary["splits"]})
         staging.publish()
     for fault in report.source_faults:
         log.warning("source error in %s: %s", fault.origin, fault.reason)
@@ -277,10 +290,14 @@ def curate(config: CurateConfig, root: Path | None = None, records: Iterable[Raw
     return summary
 
 
-def _stream(config: CurateConfig, records: Iterable[RawRecord] | None) -> SourceStream:
+def _stream(config: CurateConfig, records: Iterable[RawRecord] | None, accepted: list[Path]) -> SourceStream:
     if isinstance(records, SourceStream):
         return records
-    return SourceStream(records) if records is not None else read_source(config.source)
+    if records is not None:
+        return SourceStream(records)
+    if not accepted:
+        return read_source(config.source)
+    return chain_streams([read_source(config.source), read_source(JsonlSourceConfig(paths=accepted))])
 
 
 def _write(curator: Curator, stream: SourceStream, staged: dict[str, Path], batch_size: int) -> Counter[str]:

@@ -121,6 +121,25 @@ def read_demo(config: DemoSourceConfig) -> Iterator[RawRecord]:
         yield f"demo:{number}", record
 
 
+def accepted_files(folder: Path | None) -> list[Path]:
+    """The jsonl files in the accepted folder, in name order (none when it is unset or absent)."""
+    if folder is None or not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(JSONL_SUFFIXES))
+
+
+def chain_streams(streams: list[SourceStream]) -> SourceStream:
+    """One stream of several, counted where it hands records out; each part's faults join it once read."""
+    faults: list[SourceFault] = []
+
+    def records() -> Iterator[RawRecord]:
+        for stream in streams:
+            yield from stream
+            faults.extend(stream.faults)
+
+    return SourceStream(records(), faults)
+
+
 def read_source(config: SourceConfig) -> SourceStream:
     match config:
         case DemoSourceConfig():

@@ -50,11 +50,15 @@ def _detail_line(key: str, value: Any) -> str | None:
     return f"{key}: {value}" if value else None
 
 
+def details_line(details: Mapping[str, Any]) -> str:
+    """The compact details as one line (``Brand: Acme; Weight: 2 pounds``), uninformative keys left out."""
+    return "; ".join(filter(None, (_detail_line(str(k), v) for k, v in details.items())))
+
+
 def raw_text(product: Product) -> str:
     """Title, the compact details (brand, weight, size: strong price signals that a long description
     would push past the token budget), features, description; not yet cleaned."""
-    details = "; ".join(filter(None, (_detail_line(str(k), v) for k, v in product.details.items())))
-    parts = [product.title, details, *product.features, *product.description]
+    parts = [product.title, details_line(product.details), *product.features, *product.description]
     return "\n".join(part for part in parts if part)
 
 

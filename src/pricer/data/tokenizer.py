@@ -102,7 +102,9 @@ def truncate_to_tokens(
     encodings = tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
     cut_texts, counts = [], []
     for text, encoding in zip(texts, encodings, strict=True):
-        offsets = encoding.offsets
+        # The backend keeps the padding a batched call of the tokenizer switched on (a model's generate):
+        # padding tokens are no part of the text, and counting them would cut short texts to nothing.
+        offsets = [offset for offset, real in zip(encoding.offsets, encoding.attention_mask, strict=True) if real]
         if len(offsets) <= max_tokens:
             cut_texts.append(text)
             counts.append(len(offsets))

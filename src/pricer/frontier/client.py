@@ -309,7 +309,6 @@ class FrontierClient:
     ) -> tuple[str | None, Any, float, float | None, str | None]:
         """One attempt: the answer, its usage, latency, time to first token and the response's id. Raises ``Retryable`` for what a retry may fix, ``FrontierAuthError`` for bad keys."""
         started = time.perf_counter()
-        ttft: float | None = None
         kwargs: dict[str, Any] = {
             "model": self.config.model,
             "messages": messages,
@@ -319,27 +318,7 @@ class FrontierClient:
         }
         try:
             async with asyncio.timeout(self.config.timeout_s):
-                if self.config.stream:
-                    stream = await client.chat.completions.create(
-                        **kwargs, stream=True, stream_options={"include_usage": True}
-                    )
-                    parts: list[str] = []
-                    usage, response_id = None, None
-                    async for chunk in stream:
-                        response_id = response_id or getattr(chunk, "id", None)
-                        if chunk.choices and chunk.choices[0].delta and chunk.choices[0].delta.content:
-                            if ttft is None:
-                                ttft = time.perf_counter() - started
-                            parts.append(chunk.choices[0].delta.content)
-                        if getattr(chunk, "usage", None):
-                            usage = chunk.usage
-                    content: str | None = "".join(parts)
-                else:
-                    completion = await client.chat.completions.create(**kwargs)
-                    if not getattr(completion, "choices", None):
-                        raise ValueError("a completion without choices")
-                    content = completion.choices[0].message.content
-                    usage, response_id = completion.usage, getattr(completion, "id", None)
+                content, usage, ttft, response_id = await self._request(client, kwargs, started)
         except (TimeoutError, openai.APITimeoutError):
             self.totals.bump("timeouts")
             raise Retryable("timeout") from None
@@ -366,6 +345,29 @@ class FrontierClient:
             self.totals.bump("malformed")
             raise Retryable("malformed response") from None
         return content, usage, time.perf_counter() - started, ttft, response_id
+
+    async def _request(
+        self, client: openai.AsyncOpenAI, kwargs: dict[str, Any], started: float
+    ) -> tuple[str | None, Any, float | None, str | None]:
+        """The SDK call itself (chat; ``pricer.frontier.completions`` sends a bare prompt): answer, usage, time to
+        first token, response id. Raises what the SDK raises; ``_call`` maps it onto the retry policy."""
+        if not self.config.stream:
+            completion = await client.chat.completions.create(**kwargs)
+            if not getattr(completion, "choices", None):
+                raise ValueError("a completion without choices")
+            return completion.choices[0].message.content, completion.usage, None, getattr(completion, "id", None)
+        stream = await client.chat.completions.create(**kwargs, stream=True, stream_options={"include_usage": True})
+        parts: list[str] = []
+        usage, response_id, ttft = None, None, None
+        async for chunk in stream:
+            response_id = response_id or getattr(chunk, "id", None)
+            if chunk.choices and chunk.choices[0].delta and chunk.choices[0].delta.content:
+                if ttft is None:
+                    ttft = time.perf_counter() - started
+                parts.append(chunk.choices[0].delta.content)
+            if getattr(chunk, "usage", None):
+                usage = chunk.usage
+        return "".join(parts), usage, ttft, response_id
 
 
 def _error_message(error: openai.APIStatusError) -> str:

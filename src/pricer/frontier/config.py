@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, field_validator
 
@@ -20,6 +20,7 @@ from pricer.core.config import StrictModel, load_config
 from pricer.core.errors import RemoteAPIError
 from pricer.core.retry import RetrySettings
 from pricer.core.secrets import without_credentials
+from pricer.core.wandb_settings import WandbSettings
 
 DEFAULT_SYSTEM_PROMPT = (
     "You estimate the prices of products from their descriptions. "
@@ -27,15 +28,6 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PLACEHOLDER_KEY = "not-needed"  # local servers ignore the key; the SDK insists on one
-
-
-class WandbConfig(StrictModel):
-    """Optional Weights & Biases mirror of a fine-tuning job's metrics (offline needs no account)."""
-
-    project: str = "pricer"
-    mode: Literal["offline", "online", "disabled"] = "offline"
-    dir: Path = Path("wandb")
-    entity: str | None = None
 
 
 class FineTuneConfig(StrictModel):
@@ -58,7 +50,7 @@ class FineTuneConfig(StrictModel):
     poll_initial_s: float = Field(5.0, gt=0)
     poll_max_s: float = Field(60.0, gt=0)
     poll_timeout_s: float = Field(6 * 3600.0, gt=0)
-    wandb: WandbConfig | None = None
+    wandb: WandbSettings = Field(default_factory=WandbSettings)
 
 
 class FrontierEvalConfig(StrictModel):

@@ -193,7 +193,7 @@ class _JobRecorder:
             self._mlflow = MlflowClient()
         self._wandb = None
         ft = finetune_settings(config)
-        if ft.wandb is not None and ft.wandb.mode != "disabled":
+        if ft.wandb.enabled:
             import wandb
 
             ft.wandb.dir.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ from pydantic import Field, model_validator
 
 from pricer.core.comparison import GateSettings
 from pricer.core.config import StrictModel, load_config
+from pricer.core.wandb_settings import WandbSettings
 from pricer.data.config import DEFAULT_MAX_TEXT_TOKENS
 
 DEFAULT_REGISTERED_NAME = "pricer-specialist"
@@ -125,14 +126,6 @@ class InferenceSettings(StrictModel):
     max_new_tokens: int = Field(6, gt=0)
     # A text to price is cut to this many tokens, the budget the training texts had (curate.max_tokens).
     max_text_tokens: int = Field(DEFAULT_MAX_TEXT_TOKENS, gt=0)
-
-
-class WandbSettings(StrictModel):
-    """Weights & Biases reporting from the trainer; ``mode: offline`` needs no account."""
-
-    enabled: bool = False
-    project: str = "pricer"
-    mode: Literal["offline", "online"] = "offline"
 
 
 class FinetuneConfig(StrictModel):

@@ -100,6 +100,32 @@ class PipelineModel(LogPriceModel):
         return self.pipeline_.predict(items)
 
 
+_Scalar = str | int | float | bool | None
+
+
+def effective_params(model: BaseEstimator, prefix: str = "") -> dict[str, _Scalar]:
+    """Every scalar hyperparameter a fitted model runs with, defaults included, by dotted name: those of each
+    fitted estimator inside it (``pipeline_``'s every step, each of a stack's ``models_``, each booster),
+    which the spec leaves to the library's defaults and a reviewer still wants to compare."""
+    found: dict[str, _Scalar] = {}
+    for attribute, value in vars(model).items():
+        if not attribute.endswith("_") or attribute.startswith("_"):
+            continue
+        name = f"{prefix}{attribute.rstrip('_')}"
+        members = value if isinstance(value, list | tuple) else [value]
+        for index, member in enumerate(members):
+            if not isinstance(member, BaseEstimator):
+                continue
+            label = name if len(members) == 1 else f"{name}.{index}"
+            if isinstance(member, PriceModel):
+                found.update(effective_params(member, f"{label}."))
+                continue
+            for key, param in member.get_params(deep=True).items():
+                if param is None or isinstance(param, str | int | float | bool):
+                    found[f"{label}.{key}"] = param
+    return found
+
+
 # --- building blocks ----------------------------------------------------------------------------
 
 

@@ -12,12 +12,17 @@ the curation's token budget; the training prompt is built from it, "How much doe
 nearest dollar?\n\n{text}\n\nPrice is $") and optionally a ``prompt`` column (used as is when
 present), a list of texts, or one text. Output: one price per row, NaN where the model's answer had
 no number.
+
+How an adapter is prompted (``adapter_prompting``: the token budget texts are cut to, the answer length)
+is read from its folder, so the in-process model and a server that serves the same adapter
+(``pricer.agents.remote``, over ``download_adapter``) build the same prompts.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +31,12 @@ import numpy as np
 import pandas as pd
 from mlflow.models.model import ModelInfo
 
+from pricer.core.files import staged_dir
 from pricer.core.prompt import build_prompt
 from pricer.data.config import DEFAULT_MAX_TEXT_TOKENS
 from pricer.data.tokenizer import truncate_to_tokens
 from pricer.llm.inference import make_predictor
-from pricer.llm.loading import load_adapter_model, read_base_spec
+from pricer.llm.loading import BASE_SPEC_FILE, load_adapter_model, load_base_tokenizer, read_base_spec
 from pricer.serving.schema import as_items, log_pyfunc
 
 ADAPTER_ARTIFACT = "adapter"
@@ -44,25 +50,52 @@ def prompts_from(model_input: Any, shorten: Callable[[list[str]], list[str]] | N
     return [build_prompt(text) for text in (shorten(texts) if shorten else texts)]
 
 
+@dataclass(frozen=True)
+class AdapterPrompting:
+    """How an adapter is asked: texts cut to its training token budget, and its inference settings."""
+
+    shorten: Callable[[list[str]], list[str]]
+    method: str
+    batch_size: int
+    max_new_tokens: int
+
+
+def adapter_prompting(adapter_dir: Path, tokenizer: Any = None) -> AdapterPrompting:
+    """The prompting an adapter folder states (``tokenizer``: the base model's, loaded when not given)."""
+    spec, _, raw = read_base_spec(Path(adapter_dir))
+    inference = raw.get("inference") or {}
+    tokenizer = tokenizer if tokenizer is not None else load_base_tokenizer(spec)
+    # A deal's text runs far past the token budget the adapter was trained on: cut it as curation did.
+    # An adapter saved before the setting existed does not say: assume the default budget.
+    budget = int(inference.get("max_text_tokens", DEFAULT_MAX_TEXT_TOKENS))
+    return AdapterPrompting(lambda texts: truncate_to_tokens(tokenizer, texts, budget)[0],
+                            str(inference.get("method", "generate")), int(inference.get("batch_size", 16)),
+                            int(inference.get("max_new_tokens", 6)))
+
+
+def download_adapter(model_uri: str, dst: Path) -> Path:
+    """The adapter folder of one registered specialist version (``models:/pricer-specialist/3``), downloaded into
+    ``dst`` once: a version's artifacts never change, and a download cut short never takes ``dst``'s place."""
+    dst = Path(dst)
+    if not dst.is_dir():
+        with staged_dir(dst) as staging:
+            mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(staging))
+    found = sorted(dst.rglob(BASE_SPEC_FILE))
+    if not found:
+        raise FileNotFoundError(f"{model_uri} holds no adapter folder ({BASE_SPEC_FILE}): not a pricer-specialist")
+    return found[0].parent
+
+
 class SpecialistPyfunc(mlflow.pyfunc.PythonModel):
     """Base model + LoRA adapter, loaded from the adapter artifact; prices by batched generation."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         adapter_dir = Path(context.artifacts[ADAPTER_ARTIFACT])
-        _, _, raw = read_base_spec(adapter_dir)
-        inference = raw.get("inference") or {}
         model, tokenizer = load_adapter_model(adapter_dir)
-        # A deal's text runs far past the token budget the adapter was trained on: cut it as curation did.
-        # An adapter saved before the setting existed does not say: assume the default budget.
-        budget = int(inference.get("max_text_tokens", DEFAULT_MAX_TEXT_TOKENS))
-        self.shorten = lambda texts: truncate_to_tokens(tokenizer, texts, budget)[0]
-        self.predictor = make_predictor(
-            model,
-            tokenizer,
-            method=inference.get("method", "generate"),
-            batch_size=int(inference.get("batch_size", 16)),
-            max_new_tokens=int(inference.get("max_new_tokens", 6)),
-        )
+        prompting = adapter_prompting(adapter_dir, tokenizer)
+        self.shorten = prompting.shorten
+        self.predictor = make_predictor(model, tokenizer, method=prompting.method, batch_size=prompting.batch_size,
+                                        max_new_tokens=prompting.max_new_tokens)
 
     # No type hints on predict: MLflow would try to derive a schema from them (the signature is explicit).
     def predict(self, context, model_input, params=None):

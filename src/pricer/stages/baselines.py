@@ -1,6 +1,8 @@
 """The baselines stage: train every configured model, score each through its logged pyfunc, register the best.
 
-Each model is one MLflow run (nested under the stage's run): every hyperparameter of its spec, fit
+Each model is one MLflow run (nested under the stage's run): every hyperparameter of its spec and, as
+``effective.*``, every one the fitted estimators run with (library defaults included), the digests of
+the splits it was fed, fit
 time, predict throughput, validation MAE, the harness's test metrics and charts, and the model
 itself as a pyfunc that takes raw item text. The best model *by validation MAE* (the test split
 only ever scores) goes through the stage protocol's gate as ``pricer-regressor``.
@@ -21,12 +23,14 @@ from pricer.core.errors import ConfigError, DataError
 from pricer.core.files import atomic_write_json
 from pricer.core.metrics import compute_metrics
 from pricer.core.schema import SPLITS
-from pricer.models.base import PriceModel, PriceModelSpec
+from pricer.models.base import PriceModel, PriceModelSpec, effective_params
 from pricer.models.stack import Stack
 from pricer.serving.price_model import log_price_model
+from pricer.stages.harness import publish_plot_data
 from pricer.stages.params import BaselinesConfig, load_params
 from pricer.stages.protocol import Candidate, ScoredSplit, StageResult, gate, load_split, score_candidate
-from pricer.tracking.runs import MODEL_TAG, TEST_DIGEST_TAG, flatten, stage_run
+from pricer.tracking.lineage import MODEL_TAG, TEST_DIGEST_TAG
+from pricer.tracking.runs import flatten, stage_run
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +40,13 @@ class Splits:
     train: Any
     val: Any
     test: ScoredSplit
+    digests: dict[str, str]  # split -> the content digest of its rows: what each model run was fed
 
     @classmethod
     def load(cls, data_dir: Path) -> Splits:
         loaded = {split: load_split(data_dir, split) for split in SPLITS}
-        return cls(loaded["train"].frame, loaded["val"].frame, loaded["test"])
+        return cls(loaded["train"].frame, loaded["val"].frame, loaded["test"],
+                   {split: found.digest for split, found in loaded.items()})
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,8 @@ def train_and_log(spec: PriceModelSpec, splits: Splits, reports_dir: Path,
         started = time.perf_counter()
         model.fit(splits.train, splits.val)
         fit_seconds = time.perf_counter() - started
+        mlflow.log_params({**flatten(effective_params(model), "effective."),
+                           **{f"data.{split}_digest": digest for split, digest in splits.digests.items()}})
 
         started = time.perf_counter()
         val_estimates = model.predict(splits.val)
@@ -114,7 +122,8 @@ def run_baselines(params_path: Path = Path("params.yaml"), data_dir: Path | None
     if splits.val.empty:
         raise DataError("the val split is empty: the best model is chosen on it")
     with stage_run("baselines", {"baselines": config.model_dump(mode="json")}, experiment=params.tracking.experiment,
-                   tracking_uri=params.tracking.tracking_uri, tags={TEST_DIGEST_TAG: splits.test.digest}):
+                   tracking_uri=params.tracking.tracking_uri, tags={TEST_DIGEST_TAG: splits.test.digest},
+                   wandb=params.tracking.wandb):
         trained: list[TrainedModel] = []
         fitted: list[PriceModel] = []
         for spec in specs:
@@ -122,6 +131,7 @@ def run_baselines(params_path: Path = Path("params.yaml"), data_dir: Path | None
             trained.append(result)
             fitted.append(model)
         best = min(trained, key=lambda model: model.val_mae)
+        publish_plot_data(config.reports_dir, best.name)
         outcome = gate(best.candidate, config.register_as, splits.test, config.gate)
         mlflow.set_tags({"pricer.registered": config.register_as, "pricer.gate.decision": outcome.decision_name,
                          "pricer.gate.reason": outcome.summary()["reason"]})

@@ -35,7 +35,7 @@ def _env() -> dict[str, str]:
 def _dvc(args: list[str], root: Path) -> str:
     command = [sys.executable, "-m", "dvc", *args]
     with FileLock(str(root / ".dvc" / "tmp" / "pricer-stage.lock")):
-        done = subprocess.run(command, cwd=root, env=_env(), capture_output=True, text=True)
+        done = subprocess.run(command, check=False, cwd=root, env=_env(), capture_output=True, text=True)
     if done.returncode != 0:
         raise StageFailed(f"{' '.join(command[2:])} failed ({done.returncode}):\n{(done.stdout + done.stderr)[-4000:]}")
     return done.stdout
@@ -55,7 +55,7 @@ def status(root: Path | None = None, *stages: str) -> dict[str, object]:
     return json.loads(_dvc(["status", "--json", *stages], root or Path.cwd()) or "{}")
 
 
-WORKSPACE_FILES = ("dvc.yaml", "params.yaml", ".gitignore")
+WORKSPACE_FILES = ("dvc.yaml", "params.yaml", ".gitignore", "data/accepted/.gitkeep")  # a dep DVC needs to exist
 WORKSPACE_FOLDERS = ("src", "configs", "flows")
 
 
@@ -64,6 +64,7 @@ def new_workspace(root: Path, repo: Path) -> Path:
     where tests and benchmarks run the pipeline without touching the checkout's outputs."""
     root.mkdir(parents=True)
     for name in WORKSPACE_FILES:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(repo / name, root / name)
     for folder in WORKSPACE_FOLDERS:
         shutil.copytree(repo / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))

@@ -23,11 +23,13 @@ from pydantic import Field
 from pricer.core.comparison import GateSettings
 from pricer.core.config import StrictModel
 from pricer.core.errors import ModelNotFound
+from pricer.core.wandb_settings import WandbSettings
 from pricer.models.ensemble import EnsembleWeights, fit_weights
 from pricer.serving.ensemble import log_ensemble_model, member_estimates
 from pricer.stages.protocol import StageResult, evaluate_and_gate, load_split
+from pricer.tracking.lineage import MODEL_TAG, TEST_DIGEST_TAG
 from pricer.tracking.registry import champion_uri
-from pricer.tracking.runs import MODEL_TAG, TEST_DIGEST_TAG, stage_run
+from pricer.tracking.runs import stage_run
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +83,7 @@ def _mae(estimates: list[float], truth: list[float]) -> float:
     return float(np.abs(est[ok] - y[ok]).mean()) if ok.any() else math.nan
 
 
-def fit_ensemble(settings: EnsembleConfig) -> EnsembleFit:
+def fit_ensemble(settings: EnsembleConfig, wandb: WandbSettings | None = None) -> EnsembleFit:
     """Fit the weights of the pinned members on val, log the ensemble, score it on test, register and gate."""
     members = pinned_members(settings)
     if not members:
@@ -96,9 +98,10 @@ def fit_ensemble(settings: EnsembleConfig) -> EnsembleFit:
     val_mae["ensemble"] = _mae(list(weights.combine(val_estimates)), val.prices)
     del loaded
 
-    params: dict[str, Any] = {"members": members, "max_val_items": settings.max_val_items,
-                              "max_test_items": settings.max_test_items}
-    with stage_run("ensemble", params, tags={MODEL_TAG: "ensemble", TEST_DIGEST_TAG: test.digest}) as run:
+    params: dict[str, Any] = {**settings.model_dump(mode="json"), "members": members,
+                              "data": {"val_digest": val.digest, "test_digest": test.digest}}
+    with stage_run("ensemble", params, tags={MODEL_TAG: "ensemble", TEST_DIGEST_TAG: test.digest},
+                   wandb=wandb) as run:
         mlflow.log_params({f"weight.{name}": round(value, 6) for name, value in weights.weights.items()})
         mlflow.log_metrics({f"val_mae.{name}": value for name, value in val_mae.items() if math.isfinite(value)})
         info = log_ensemble_model(weights, members)

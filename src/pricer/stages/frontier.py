@@ -20,11 +20,13 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from pricer.core.files import atomic_write_json
+from pricer.core.wandb_settings import WandbSettings
 from pricer.frontier.config import FrontierConfig, load_frontier_config, resolve_api_key
 from pricer.models.neighbours import NeighbourIndex
 from pricer.serving.frontier import CONFIG_ARTIFACT, default_embedder, log_frontier_model
 from pricer.stages.protocol import gate, load_split, score_candidate
-from pricer.tracking.runs import TEST_DIGEST_TAG, stage_run
+from pricer.tracking.lineage import TEST_DIGEST_TAG
+from pricer.tracking.runs import stage_run
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,7 @@ def run_frontier_eval(
     experiment: str = "pricer",
     tracking_uri: str | None = None,
     tags: dict[str, str] | None = None,
+    wandb: WandbSettings | None = None,
 ) -> dict[str, Any]:
     """Price the test split with ``config``'s endpoint, log everything, register and gate the model."""
     evaluation = config.evaluation
@@ -63,7 +66,8 @@ def run_frontier_eval(
 
     run_tags = {"pricer.frontier.model": config.model, "pricer.frontier.endpoint": config.base_url or "openai",
                 TEST_DIGEST_TAG: split.digest, **(tags or {})}
-    with stage_run("frontier", {"frontier": config.safe_dict()}, tags=run_tags, run_name=name,
+    with stage_run("frontier", {"frontier": config.safe_dict(), "data": {"test_digest": split.digest}},
+                   tags=run_tags, run_name=name, wandb=wandb,
                    experiment=experiment, tracking_uri=tracking_uri) as run:
         run_id = run.info.run_id
         info = log_frontier_model(config, index)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -27,7 +28,7 @@ from tqdm import tqdm
 
 from pricer.core.files import atomic_write_json
 from pricer.core.metrics import COLOURS, GREEN, ORANGE, RED, colour_bands, compute_metrics, to_estimate
-from pricer.tracking.runs import MODEL_TAG, TEST_DIGEST_TAG
+from pricer.tracking.lineage import MODEL_TAG, TEST_DIGEST_TAG
 from pricer.tracking.scores import ItemScores
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,8 @@ Predictor = Callable[[pd.DataFrame], Sequence[float | None]]
 PRICE_BAND_EDGES = (0.0, 25.0, 50.0, 100.0, 250.0, 500.0, math.inf)
 PRICE_BAND_LABELS = ("<$25", "$25-50", "$50-100", "$100-250", "$250-500", "$500+")
 REQUIRED_COLUMNS = ("id", "title", "category", "price")
+DVC_METRICS = ("mae", "hit_rate", "rmsle")
+PLOT_FILES = ("predictions.csv", "per_band.csv")
 
 # The name becomes a file name, an MLflow artifact folder and part of a Prefect key.
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -67,7 +70,7 @@ def evaluate_model(
 ) -> EvaluationResult:
     """Score one model on the test split, write its reports and record them.
 
-    Writes ``<reports_dir>/metrics/<name>.json`` (flat, NaN as null, for DVC) and
+    Writes ``<reports_dir>/metrics/<name>.json`` (mae, hit_rate, rmsle; NaN as null, for DVC) and
     ``<reports_dir>/eval/<name>/`` (predictions, per-band and per-category CSVs, scatter
     and error histogram). With ``run_id`` the metrics, files, predictions table and the
     tags ``pricer.model`` / ``pricer.test_digest`` go to that MLflow run: one run per model.
@@ -196,6 +199,16 @@ def _group_summary(predictions: pd.DataFrame, key: pd.Series) -> pd.DataFrame:
     )
 
 
+def publish_plot_data(reports_dir: Path, name: str) -> Path:
+    """Copy model ``name``'s test predictions and per-band errors to ``<reports_dir>/plots/``, the fixed
+    paths dvc.yaml draws its plots from (so ``dvc plots diff`` compares a stage's registered candidate)."""
+    plots = Path(reports_dir) / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    for file in PLOT_FILES:
+        shutil.copyfile(Path(reports_dir) / "eval" / name / file, plots / file)
+    return plots
+
+
 def _write_reports(result: EvaluationResult, reports_dir: Path) -> dict[str, Path]:
     eval_dir = reports_dir / "eval" / result.name
     paths = {
@@ -208,7 +221,9 @@ def _write_reports(result: EvaluationResult, reports_dir: Path) -> dict[str, Pat
     }
     for path in paths.values():
         path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(paths["metrics"], result.metrics)  # NaN as null: readable by DVC and any strict parser
+    # The figures a reviewer diffs, numbers only (NaN as null): one compact row per model in ``dvc metrics
+    # show``; every metric and the identifiers are on the MLflow run.
+    atomic_write_json(paths["metrics"], {name: result.metrics[name] for name in DVC_METRICS})
     result.predictions.to_csv(paths["predictions"], index=False)
     result.per_band.to_csv(paths["per_band"], index=False)
     result.per_category.to_csv(paths["per_category"], index=False)

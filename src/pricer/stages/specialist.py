@@ -24,9 +24,10 @@ import mlflow
 from pricer.core.files import atomic_write_json, file_digest, json_safe
 from pricer.llm.config import FinetuneConfig, load_finetune_config
 from pricer.llm.loading import base_model_id
-from pricer.stages.harness import evaluate_model
+from pricer.stages.harness import evaluate_model, publish_plot_data
 from pricer.stages.protocol import Candidate, ScoredSplit, gate, load_split, score_candidate
-from pricer.tracking.runs import MODEL_TAG, TEST_DIGEST_TAG, configure, default_tracking_uri, stage_run
+from pricer.tracking.lineage import MODEL_TAG, TEST_DIGEST_TAG
+from pricer.tracking.runs import configure, default_tracking_uri, stage_run
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,8 @@ def evaluate_step(config_path: str | Path, *, which: str, adapter_dir: str | Pat
         mlflow.log_params({"base_model": base_model_id(config.model), "base_kind": config.model.kind,
                            "base_revision": getattr(config.model, "revision", None) or "",
                            **{f"inference.{key}": value for key, value in config.inference.model_dump().items()},
-                           "n_test": len(split.frame), "weights": "base" if which == "base" else "lora-adapter"})
+                           "n_test": len(split.frame), "weights": "base" if which == "base" else "lora-adapter",
+                           "data.test_digest": split.digest})
         if which == "base":
             metrics, model_uri = _score_base(config, split, run.info.run_id), None
         else:
@@ -184,7 +186,8 @@ def register_step(config_path: str | Path, *, model_uri: str, metrics: dict[str,
 
 def write_summary(config: FinetuneConfig, config_path: str | Path, train: dict[str, Any],
                   base: dict[str, Any], tuned: dict[str, Any], promotion: dict[str, Any]) -> dict[str, Any]:
-    """reports/finetune.json (DVC's metrics file) and the dict the stage returns."""
+    """reports/finetune.json (the stage's summary, identifiers included) and the dict the stage returns; the
+    fine-tuned model's predictions go where dvc.yaml's plots read them."""
     base_mae, tuned_mae = base["metrics"].get("mae"), tuned["metrics"].get("mae")
     improvement = None
     if all(value is not None and math.isfinite(value) for value in (base_mae, tuned_mae)):
@@ -203,6 +206,8 @@ def write_summary(config: FinetuneConfig, config_path: str | Path, train: dict[s
         "promotion": promotion,
     })
     atomic_write_json(config.summary_path, summary)
+    if (Path(config.reports_dir) / "eval" / FINETUNED_RUN).is_dir():
+        publish_plot_data(config.reports_dir, FINETUNED_RUN)
     return summary
 
 
@@ -221,7 +226,7 @@ def finetune_run(config: FinetuneConfig, config_path: str | Path, root: str | Pa
             "pricer.runner": runner}
     if (train_path := config.data_dir / "train.parquet").exists():
         tags["pricer.train_digest"] = file_digest(train_path)
-    return stage_run("finetune", stage_params(config, config_path), tags=tags,
+    return stage_run("finetune", stage_params(config, config_path), tags=tags, wandb=config.wandb,
                      tracking_uri=default_tracking_uri(Path(root).resolve()) if root else None)
 
 

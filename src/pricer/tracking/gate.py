@@ -75,6 +75,12 @@ class PromotionDecision:
     def is_champion(self) -> bool:
         return self.decision in (PROMOTED, ALREADY_CHAMPION)
 
+    @property
+    def description(self) -> str:
+        verdict = ("Promoted to @champion" if self.promoted else
+                   f"Not promoted: v{self.champion_version} stays @champion" if self.champion_version else "Not promoted")
+        return f"{verdict} by the gate. {self.reason[0].upper()}{self.reason[1:]}."
+
     def tags(self, settings: GateSettings) -> dict[str, str]:
         def number(value: float | None) -> str:
             return NONE_TAG if value is None else (str(value) if isinstance(value, int) else format_float(value))
@@ -202,6 +208,9 @@ def promote_if_better(
             if (now and str(now.version)) != (champion and str(champion.version)):
                 continue  # another process promoted meanwhile: judge again, against its champion
             set_tags_if_changed(mlflow_client, name, version, decision.tags(settings))
+            # The decision in words, where the registry UI shows a version first.
+            if mlflow_client.get_model_version(name, version).description != decision.description:
+                mlflow_client.update_model_version(name, version, description=decision.description)
             if decision.promoted:
                 mlflow_client.set_registered_model_alias(name, CHAMPION, version)
                 _clear_challenger_if(mlflow_client, name, version)

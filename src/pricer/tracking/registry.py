@@ -31,7 +31,7 @@ from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_
 from mlflow.tracking import MlflowClient
 
 from pricer.core.errors import ModelNotFound
-from pricer.tracking.runs import TEST_DIGEST_TAG
+from pricer.tracking.lineage import TEST_DIGEST_TAG
 from pricer.tracking.scores import ItemScores
 
 MODEL_NAMES = ("pricer-regressor", "pricer-specialist", "pricer-frontier", "pricer-ensemble")
@@ -288,6 +288,29 @@ def champion_uri(name: str, *, client: MlflowClient | None = None) -> str | None
         raise
     champion_version = aliases.get(CHAMPION)
     return None if champion_version is None else version_uri(name, champion_version)
+
+
+def champion_card(name: str, *, client: MlflowClient | None = None) -> dict[str, Any] | None:
+    """What a consumer may want to know of ``name``'s champion without loading it: its pinned URI, the run
+    that logged it, its test metrics (the ``pricer.<metric>`` tags, as numbers), the digest of the rows they
+    were measured on and the gate's record (``pricer.gate.*``). None when it has no champion."""
+    mlflow_client = client_or_default(client)
+    uri = champion_uri(name, client=mlflow_client)
+    if uri is None:
+        return None
+    version = mlflow_client.get_model_version(name, uri.rsplit("/", 1)[1])
+    metrics: dict[str, float] = {}
+    gate: dict[str, str] = {}
+    for key, value in version.tags.items():
+        if key.startswith(f"{TAG_PREFIX}gate."):
+            gate[key.removeprefix(f"{TAG_PREFIX}gate.")] = value
+        elif key.startswith(TAG_PREFIX) and key not in (TAG_TEST_DIGEST, TAG_SCORES_RUN):
+            try:
+                metrics[key.removeprefix(TAG_PREFIX)] = float(value)
+            except ValueError:
+                continue  # a non-numeric tag of another writer is not a metric
+    return {"name": name, "version": str(version.version), "uri": uri, "run_id": version.run_id,
+            "metrics": metrics, "test_digest": version.tags.get(TAG_TEST_DIGEST), "gate": gate}
 
 
 def load_champion(name: str) -> Any:

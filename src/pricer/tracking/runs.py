@@ -23,11 +23,12 @@ from pydantic import Field
 
 from pricer.core.config import StrictModel
 from pricer.core.secrets import REDACTED, is_secret_name, without_credentials
+from pricer.core.wandb_settings import WandbSettings
 
 PARENT_RUN_ENV = "PRICER_PARENT_RUN_ID"
 DEFAULT_EXPERIMENT = "pricer"
-MODEL_TAG = "pricer.model"  # the model a run evaluated: what the leaderboard groups by
-TEST_DIGEST_TAG = "pricer.test_digest"  # the identity of the rows it was scored on
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # which view the MLflow UI opens the experiment in
+MODEL_TRAINING_KIND = "custom_model_development"
 
 
 class TrackingConfig(StrictModel):
@@ -36,6 +37,8 @@ class TrackingConfig(StrictModel):
     experiment: str = Field(DEFAULT_EXPERIMENT, description="the MLflow experiment of the stages' runs")
     tracking_uri: str | None = Field(None, description=(
         "MLflow's tracking URI; MLFLOW_TRACKING_URI wins; null: SQLite under mlruns/"))
+    wandb: WandbSettings = Field(default_factory=WandbSettings, description=(
+        "Weights & Biases beside MLflow for every stage: params, metrics, evaluation charts"))
 
 
 def default_tracking_uri(root: Path | None = None) -> str:
@@ -52,12 +55,16 @@ def configure(tracking_uri: str | None = None, experiment: str = DEFAULT_EXPERIM
     client = MlflowClient(uri)
     found = client.get_experiment_by_name(experiment)
     if found is not None:
+        if found.tags.get(EXPERIMENT_KIND_TAG) is None:  # a store from before: open it in the same view
+            client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
         return found.experiment_id
     artifact_root = None
     if uri.startswith("sqlite:///"):
         # Artifacts beside the database, so that mlruns/ holds the whole record.
         artifact_root = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
-    return client.create_experiment(experiment, artifact_location=artifact_root)
+    # The model-training view (runs, params, metric charts), not the GenAI one MLflow infers from traces.
+    return client.create_experiment(experiment, artifact_location=artifact_root,
+                                    tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
 
 
 def git_commit(cwd: Path | None = None) -> str | None:
@@ -78,6 +85,13 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
             flat.update(flatten(value, f"{name}."))
+        elif isinstance(value, list | tuple) and value and all(isinstance(item, Mapping) for item in value):
+            # A list of settings blocks (the baselines' models): each block by its name (its kind, else its
+            # position), so a reviewer compares ``baselines.models.xgboost.max_depth``, not one long string.
+            labels = [str(item.get("name") or item.get("kind") or index) for index, item in enumerate(value)]
+            if len(set(labels)) < len(labels):
+                labels = [str(index) for index in range(len(value))]
+            flat.update(flatten(dict(zip(labels, value, strict=True)), f"{name}."))
         else:
             flat[name] = REDACTED if is_secret_name(str(key)) else without_credentials(str(value))[:6000]
     return flat
@@ -101,9 +115,11 @@ def stage_run(
     tracking_uri: str | None = None,
     experiment: str = DEFAULT_EXPERIMENT,
     resume_run_id: str | None = None,
+    wandb: WandbSettings | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
     """One MLflow run for one execution of a stage, nested under the pipeline run when there is one.
-    ``resume_run_id`` reopens the run a killed process left unfinished, so a resumed stage is one run."""
+    ``resume_run_id`` reopens the run a killed process left unfinished, so a resumed stage is one run.
+    With ``wandb`` on, the run and the runs nested in it are mirrored to W&B when it ends."""
     experiment_id = configure(tracking_uri, experiment)
     if resume_run_id is not None and _resumable(resume_run_id, experiment_id):
         mlflow.set_experiment(experiment_id=experiment_id)  # MLflow refuses to resume under another active one
@@ -126,3 +142,7 @@ def stage_run(
         if params:
             mlflow.log_params(flatten(params))
         yield run
+    if wandb is not None and wandb.enabled and parent is None:  # a pipeline mirrors its whole tree at its end
+        from pricer.tracking.mirror import mirror_tree  # wandb's import costs seconds: only when on
+
+        mirror_tree(run.info.run_id, wandb)

@@ -10,7 +10,8 @@ import pandas as pd
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from pricer.tracking.runs import DEFAULT_EXPERIMENT, MODEL_TAG, default_tracking_uri
+from pricer.tracking.lineage import MODEL_TAG
+from pricer.tracking.runs import DEFAULT_EXPERIMENT, default_tracking_uri
 
 METRIC_COLUMNS = ("mae", "rmsle", "hit_rate", "r2", "unparseable", "n")
 COLUMNS = ("model", *METRIC_COLUMNS, "run_id")
