@@ -1,7 +1,9 @@
-"""Embedding speed and agreement: Pricer's path (pricer.models.embeddings.Embedder) vs a plain SentenceTransformer call.
+"""Embedding speed and agreement: a plain SentenceTransformer call, Pricer's MiniLM path
+(pricer.models.embeddings.Embedder) and the static kind (pricer.models.static_embeddings.StaticEmbedder).
 
     PYTHONPATH=src HF_HUB_OFFLINE=1 python bench/embed.py                 # 2,000 real product texts
     PYTHONPATH=src HF_HUB_OFFLINE=1 python bench/embed.py --max-tokens 128 # try other settings
+    PYTHONPATH=src HF_HUB_OFFLINE=1 python bench/embed.py --no-static     # the MiniLM paths only
 
 Texts are real products (title + features + description, cut to 1,200 characters). Printed:
 
@@ -12,11 +14,14 @@ Texts are real products (title + features + description, cut to 1,200 characters
   one when other processes share the cores; the load average is printed before and after);
 * recall@10: for ``--queries`` texts, the share of their 10 nearest neighbours among the
   ``--n`` texts that the two embeddings agree on;
-* a downstream check: the log-price error of a 10-nearest-neighbour price estimate under each.
+* a downstream check: the log-price error of a 10-nearest-neighbour price estimate under each;
+* the static kind (distilled once into ``--static-dir``, then loaded): texts/s with a cold cache,
+  and a table of all three paths side by side (speed over plain, recall@10 against plain MiniLM,
+  the 10-NN price error in log and in dollars).
 
-Model loading and a short warm-up are outside the timings of both paths. Exit status 2 when
-the data file is missing; with ``--check``, 1 when the target (ratio >= 5, recall@10 >= 0.9)
-is missed.
+Model loading (and the one-off distillation) and a short warm-up are outside the timings. Exit
+status 2 when the data file is missing; with ``--check``, 1 when a target is missed (MiniLM path:
+ratio >= 5 and recall@10 >= 0.9; static: >= 50x plain, 10-NN price error within 5% of plain's).
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "amazon_us.jsonl.gz"
 MAX_CHARS = 1200
 TARGET_RATIO = 5.0
 TARGET_RECALL = 0.9
+STATIC_TARGET_RATIO = 50.0
+STATIC_TARGET_ERROR = 1.05  # the static 10-NN price error at most 5% above plain MiniLM's
 
 
 def _strings(value: Any) -> list[str]:
@@ -96,13 +103,28 @@ def recall_at_k(reference: np.ndarray, candidate: np.ndarray, queries: np.ndarra
     return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(ref, cand)]))
 
 
-def knn_log_price_error(vectors: np.ndarray, prices: np.ndarray, k: int) -> float:
+def knn_errors(vectors: np.ndarray, prices: np.ndarray, k: int) -> tuple[float, float]:
+    """Mean |log error| and mean absolute dollar error of the k-NN estimate (mean of the neighbours' log prices)."""
     known = np.isfinite(prices)
     if known.sum() <= k:
-        return math.nan
+        return math.nan, math.nan
     logs = np.log1p(prices[known])
     nn = neighbours(vectors[known], np.arange(int(known.sum())), k)
-    return float(np.mean(np.abs(logs[nn].mean(axis=1) - logs)))
+    estimate = logs[nn].mean(axis=1)
+    return float(np.mean(np.abs(estimate - logs))), float(np.mean(np.abs(np.expm1(estimate) - prices[known])))
+
+
+def knn_log_price_error(vectors: np.ndarray, prices: np.ndarray, k: int) -> float:
+    return knn_errors(vectors, prices, k)[0]
+
+
+def print_table(rows: list[dict[str, Any]], k: int) -> None:
+    header = f"| path | texts/s | x plain | recall@{k} vs plain | {k}-NN mean abs log error | {k}-NN MAE $ |"
+    print(header)
+    print("|" + "---|" * header.count(" |"))
+    for row in rows:
+        print(f"| {row['path']} | {row['texts_per_s']:,.1f} | {row['ratio']:.1f}x | {row['recall']:.3f} | "
+              f"{row['log_error']:.4f} | {row['mae']:.2f} |")
 
 
 def timed(function, *args, **kwargs) -> tuple[Any, float, float]:
@@ -130,6 +152,10 @@ def main() -> int:
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="Pricer setting (default: auto)")
     parser.add_argument("--threads", type=int, help="torch threads for BOTH paths (default: torch's, one per core)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-static", dest="static", action="store_false", help="skip the static kind")
+    parser.add_argument("--pca-dims", type=int, default=256, help="static: PCA dims (default: %(default)s)")
+    parser.add_argument("--static-dir", type=Path, default=REPO / ".cache" / "embeddings" / "static",
+                        help="where the distilled static model is kept (default: %(default)s)")
     parser.add_argument("--check", action="store_true", help="exit 1 when the speed/recall target is missed")
     args = parser.parse_args()
 
@@ -202,12 +228,57 @@ def main() -> int:
           f"load average {load_average()}")
     met = ratio >= TARGET_RATIO and recall >= TARGET_RECALL
     print("target met" if met else "target NOT met")
-    print(json.dumps({"n": n, "plain_texts_per_s": round(n / plain_wall, 2), "pricer_texts_per_s": round(n / ours_wall, 2),
+    summary: dict[str, Any] = {}
+    if args.static:
+        static_met, summary = bench_static(args, texts, warmup, prices, plain, ours, queries,
+                                           (plain_wall, ours_wall, plain_cpu))
+        met = met and static_met
+    print(json.dumps({**summary, "n": n, "plain_texts_per_s": round(n / plain_wall, 2), "pricer_texts_per_s": round(n / ours_wall, 2),
                       "warm_texts_per_s": round(n / warm_wall, 1), "ratio_wall": round(ratio, 3),
                       "ratio_cpu": round(cpu_ratio, 3), f"recall_at_{args.k}": round(recall, 4),
                       "knn_log_error_plain": round(err_plain, 4), "knn_log_error_pricer": round(err_ours, 4),
                       "model_id": embedder.model_id, "batch_size": embedder.batch_size}))
     return 1 if args.check and not met else 0
+
+
+def bench_static(args: argparse.Namespace, texts: list[str], warmup: list[str], prices: np.ndarray,
+                 plain: np.ndarray, ours: np.ndarray, queries: np.ndarray,
+                 timings: tuple[float, float, float]) -> tuple[bool, dict[str, Any]]:
+    """The static kind against the two MiniLM paths: one table, and whether its targets are met."""
+    from pricer.models.static_embeddings import StaticEmbedder
+
+    plain_wall, ours_wall, plain_cpu = timings
+    n, k = len(texts), args.k
+    with tempfile.TemporaryDirectory(prefix="pricer-static-bench-") as cache_dir:
+        static = StaticEmbedder(cache_dir=Path(cache_dir), pca_dims=args.pca_dims, artifact_dir=args.static_dir)
+        _, load_wall, _ = timed(lambda: static.model)
+        how = "distilled and saved" if static.distilled else "loaded the kept model"
+        print(f"static  {static.model_id}: {how} in {load_wall:.2f} s ({static.artifact_path})")
+        static.compute(warmup)
+        vectors, static_wall, static_cpu = timed(static.embed, texts)
+        # Best of three: one pass takes well under a second, so one busy moment on a shared core skews it.
+        compute_wall = min(timed(static.compute, texts)[1] for _ in range(3))
+    print(f"static  cold cache: {n / static_wall:,.0f} texts/s ({static_wall:.2f} s wall, {static_cpu:.2f} s CPU); "
+          f"compute alone: {n / compute_wall:,.0f} texts/s; CPU-time ratio over plain {plain_cpu / static_cpu:.0f}x")
+    rows = []
+    for path, vecs, wall in (("plain sentence-transformers", plain, plain_wall),
+                             ("Pricer MiniLM (cold cache)", ours, ours_wall),
+                             (f"static model2vec pca={args.pca_dims} (cold cache)", vectors, static_wall)):
+        log_error, mae = knn_errors(vecs, prices, k)
+        rows.append({"path": path, "texts_per_s": n / wall, "ratio": plain_wall / wall,
+                     "recall": recall_at_k(plain, vecs, queries, k), "log_error": log_error, "mae": mae})
+    print_table(rows, k)
+    static_row, plain_row = rows[2], rows[0]
+    met = (static_row["ratio"] >= STATIC_TARGET_RATIO
+           and static_row["log_error"] <= STATIC_TARGET_ERROR * plain_row["log_error"]
+           and static_row["mae"] <= STATIC_TARGET_ERROR * plain_row["mae"])
+    print(f"static target (>= {STATIC_TARGET_RATIO:g}x plain, {k}-NN error within 5% of plain's): "
+          + ("met" if met else "NOT met"))
+    return met, {"static_texts_per_s": round(static_row["texts_per_s"], 1),
+                 "static_ratio_wall": round(static_row["ratio"], 1),
+                 f"static_recall_at_{k}": round(static_row["recall"], 4),
+                 "knn_log_error_static": round(static_row["log_error"], 4),
+                 "knn_mae_plain": round(plain_row["mae"], 2), "knn_mae_static": round(static_row["mae"], 2)}
 
 
 if __name__ == "__main__":

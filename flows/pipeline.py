@@ -116,7 +116,7 @@ def main() -> None:
     print(f"  MLflow UI:   .venv/bin/mlflow ui --backend-store-uri {uri} --port 5000   -> "
           f"{pipeline.experiment_link('http://127.0.0.1:5000', experiment_id)}")
     print("  Prefect UI:  .venv/bin/prefect server start   -> http://127.0.0.1:4200 (flow runs, artifacts)")
-    print("  Leaderboard: reports/leaderboard.md (refresh: .venv/bin/pricer leaderboard; what changed since the last run: .venv/bin/pricer compare); metrics: reports/metrics/*.json")
+    print("  Leaderboard: reports/leaderboard.md (refresh: .venv/bin/pricer leaderboard; what changed since the last run: .venv/bin/pricer compare); per-stage metrics: .venv/bin/dvc metrics show")
     print("  Agents UI:   .venv/bin/pricer ui")
 
 

@@ -98,6 +98,7 @@ def browser(tmp_path: Path):
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--use-angle=swiftshader", "--enable-unsafe-swiftshader",  # WebGL in software: the 3-D plot
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 "--no-first-run", "--window-size=1400,1100", f"--user-data-dir={tmp_path / 'chromium-profile'}"):
         options.add_argument(arg)
@@ -125,3 +126,14 @@ def requires_shared_data(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent (real data lives in ../shared/data)")
     return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module of tiny models: on 2 cores, extra threads only contend."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

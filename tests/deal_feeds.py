@@ -369,3 +369,18 @@ def large_feed(size_bytes: int, *, item_bytes: int = 20_000, atom: bool = False)
                 f"<link>@BASE@/</link><description>big</description>{''.join(entries)}</channel></rss>")
     files["/feeds/big.xml"] = feed.encode("utf-8")
     return files
+
+
+def open_memory_in_child(memory_path: str, barrier: Any, rounds: int, results: Any) -> None:
+    """Open (and so create or migrate) the memory file at ``memory_path`` once per round, each round after
+    ``barrier`` so that every process opens it at the same moment; puts the number of failures on ``results``."""
+    from pricer.agents.memory import Memory
+
+    failures = 0
+    for round_number in range(rounds):
+        barrier.wait(timeout=120)
+        try:
+            Memory(f"{memory_path}.{round_number}").close()
+        except Exception:  # noqa: BLE001 - counted: the test says how many opens failed
+            failures += 1
+    results.put(failures)

@@ -8,7 +8,6 @@ champions and a ``pricer-ensemble`` champion pinning both (logged by the project
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any, Self
 
 import pandas as pd
 
+from conftest import free_port
 from deal_feeds import fit_text_regressor, make_champion, register_champion
 
 
@@ -71,12 +71,6 @@ def build_release(root: Path, train: pd.DataFrame, store_items: int = 120) -> di
         else:
             os.environ["MLFLOW_TRACKING_URI"] = before
     return {"uri": uri, "members": members, "store": store, "root": root}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Uvicorn:

@@ -181,7 +181,7 @@ def test_a_head_boost_reads_only_the_first_characters(splits: dict[str, pd.DataF
 def test_a_boost_without_embeddings_never_embeds(
     splits: dict[str, pd.DataFrame], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def no_embedding(items: pd.DataFrame) -> np.ndarray:
+    def no_embedding(items: pd.DataFrame, embedding: object = None) -> np.ndarray:
         raise AssertionError("embedded")
 
     monkeypatch.setattr("pricer.models.boost.embed", no_embedding)

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deal_feeds import DealFeedServer, DealPage, WebhookReceiver, deliver_in_child, sku_tag
+from deal_feeds import DealFeedServer, DealPage, WebhookReceiver, deliver_in_child, open_memory_in_child, sku_tag
 from pricer.agents.config import AgentsConfig, NtfyConfig, PushoverConfig, WebhookConfig
 from pricer.agents.deals import Deal, Opportunity, deal_key
 from pricer.agents.memory import Memory
@@ -182,6 +182,21 @@ def test_two_processes_delivering_at_once_never_send_a_row_twice(tmp_path: Path)
     assert sorted(delivered) == sorted(keys) and sum(r["sent"] for r in reports) == 30
     assert all(r["sent"] > 0 for r in reports), f"the two did not run at once: {reports}"
     assert Memory(path).stats()["sent"] == 30
+
+
+def test_processes_opening_a_new_memory_file_at_once_all_succeed(tmp_path: Path) -> None:
+    """The first opening of a file switches it to WAL and writes the schema: processes doing it at the
+    same moment can deadlock, and SQLite fails one of them at once, whatever its busy timeout."""
+    processes, rounds = 4, 15
+    barrier, results = SPAWN.Barrier(processes), SPAWN.Queue()
+    workers = [SPAWN.Process(target=open_memory_in_child, args=(str(tmp_path / "memory.sqlite"), barrier, rounds,
+                                                                  results)) for _ in range(processes)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=180)
+        assert worker.exitcode == 0
+    assert sum(results.get(timeout=10) for _ in workers) == 0
 
 
 @pytest.mark.parametrize("how", ["killed", "hung"])

@@ -39,14 +39,7 @@ TEXTS = ["A fountain pen with a steel nib", "Acme 55-inch 4K smart TV with HDR a
          "Stainless steel kettle, 1.7 l"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_adapter(folder: Path) -> Path:

@@ -3,21 +3,18 @@
 It runs a cycle from the page, opens an opportunity's detail, re-sends its alert to a real webhook receiver
 and reads the 3-D plot's points, then saves a screenshot to ``reports/ui.png``.
 
-Needs Debian's ``chromium`` and ``chromium-driver`` (``apt-get install chromium chromium-driver``)
-and the ``selenium`` package; skips with the reason when either is missing.
+Needs Debian's ``chromium`` and ``chromium-driver`` and the ``selenium`` package (the ``browser`` fixture
+skips, saying why, when one is missing).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import socket
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
+from conftest import free_port
 from deal_feeds import DealFeedServer, DealPage, WebhookReceiver, fit_text_regressor, register_champion
 from pricer.agents import logbuffer
 from pricer.agents.config import AgentsConfig
@@ -26,57 +23,7 @@ from pricer.agents.planner import Planner
 from pricer.data.config import CurateConfig, DemoSourceConfig
 from pricer.data.curate import curate
 
-CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = Path(__file__).resolve().parents[1] / "reports" / "ui.png"  # git-ignored
-CHROMEDRIVER = Path(shutil.which("chromedriver") or "/usr/bin/chromedriver")
-
-pytestmark = [
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="/usr/bin/chromium is absent (apt-get install chromium "
-        "chromium-driver) - the UI test needs a real browser",
-    ),
-    pytest.mark.skipif(
-        not CHROMEDRIVER.exists(), reason="chromedriver is absent (apt-get install chromium-driver)"
-    ),
-]
-webdriver = pytest.importorskip(
-    "selenium.webdriver", reason="selenium is not installed (pip install selenium)"
-)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def browser(tmp_path: Path):
-    from selenium.webdriver.chrome.service import Service
-
-    os.environ.setdefault("SE_OFFLINE", "true")  # selenium-manager must not try to download a driver
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--use-angle=swiftshader",  # WebGL in software, for the 3-D plot
-        "--enable-unsafe-swiftshader",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=1400,1100",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-    ):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(60)
-    yield driver
-    driver.quit()
 
 
 def embedder_or_none():

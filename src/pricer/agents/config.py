@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from pricer.core.config import StrictModel, load_config
+from pricer.core.embedding import EmbeddingConfig, MiniLMEmbedding
 from pricer.core.retry import RetrySettings
 from pricer.core.secrets import without_credentials
 from pricer.stages.ensemble import EnsembleConfig
@@ -144,6 +145,9 @@ class VectorStoreConfig(StrictModel):
     collection: str = Field("products", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{1,62}[A-Za-z0-9]$")
     source: Path = Path("data/curated/train.parquet")
     batch_size: int = Field(256, gt=0, description="texts embedded (and written) per batch")
+    embedding: EmbeddingConfig = Field(default_factory=MiniLMEmbedding, description=(
+        "the sentence embedding stored and queried: kind minilm (the transformer) or static (model2vec); "
+        "changing it rebuilds the store"))
 
 
 # --------------------------------------------------------------------------- planner, memory

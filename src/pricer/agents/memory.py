@@ -39,6 +39,7 @@ from pricer.agents.outbox import (
     PendingNotification,
     migrate,
 )
+from pricer.core.retry import Retryable, RetrySettings, retrying
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deals (
@@ -67,6 +68,19 @@ CREATE TABLE IF NOT EXISTS opportunities (
 """
 
 
+_OPENING_RACE = RetrySettings(max_retries=30, backoff_initial_s=0.01, backoff_max_s=0.25)
+
+
+@contextmanager
+def _busy_is_retryable() -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.OperationalError as error:
+        if "locked" not in str(error) and "busy" not in str(error):
+            raise
+        raise Retryable(f"memory file busy: {error}") from error
+
+
 class Memory:
     """A thread-safe handle on the memory database (one connection per thread)."""
 
@@ -74,8 +88,13 @@ class Memory:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._conn().executescript(_SCHEMA + OUTBOX_SCHEMA)  # idempotent: CREATE ... IF NOT EXISTS
-        migrate(self._conn())
+        # Two processes opening one file at once can deadlock on its first switch to WAL or on the schema
+        # script; SQLite then fails one of them at once, without waiting out the busy timeout. All of it is
+        # idempotent, so the loser tries again.
+        for attempt in retrying(_OPENING_RACE):
+            with attempt, _busy_is_retryable():
+                self._conn().executescript(_SCHEMA + OUTBOX_SCHEMA)  # idempotent: CREATE ... IF NOT EXISTS
+                migrate(self._conn())
         self.outbox = Outbox(self._conn, self._transaction)
 
     def _conn(self) -> sqlite3.Connection:

@@ -1,10 +1,11 @@
 """The products the frontier agent retrieves from: a Chroma collection of the curated training split.
 
-Built with the project's embedding path (``pricer.embeddings.get_embedder``: unit-length
-vectors, so cosine distance = 1 - dot product) and persisted under ``data/vectorstore``. The
-build is incremental: ids already in the collection are never embedded again, and a source
-file whose digest matches the one recorded at the last sync is not even re-read beyond its
-hash. Each record keeps the product text (the document), its price, category and title.
+Built with the project's embedding path (the kind ``vectorstore.embedding`` names, through
+``pricer.models.embeddings.embedder_for``: unit-length vectors, so cosine distance = 1 - dot
+product) and persisted under ``data/vectorstore``. The build is incremental: ids already in the
+collection are never embedded again, and a source file whose digest matches the one recorded at
+the last sync is not even re-read beyond its hash. The collection records which embedder filled
+it: another one lives in another space, so it rebuilds the store. Each record keeps the product text (the document), its price, category and title.
 
 The text embedded and stored is each product's longest one (``pricer.core.schema.texts``: the curated
 ``full_text``, up to 2,000 characters), not the token-budgeted ``text``: a deal is priced, and looked up,
@@ -27,16 +28,29 @@ import pandas as pd
 
 from pricer.core.files import file_digest
 from pricer.core.schema import texts as product_texts
+from pricer.models.embedding_cache import DEFAULT_CACHE_DIR
 
 log = logging.getLogger(__name__)
 
 _SYNC_META = "pricer_source_digest"
+_EMBEDDER_META = "pricer_embedder"
 
 
 def default_embedder() -> Any:
-    from pricer.models.embeddings import get_embedder
+    from pricer.models.embeddings import embedder_for
 
-    return get_embedder()
+    return embedder_for()
+
+
+def configured_store(settings: Any, root: Path | None = None,
+                     cache_dir: Path | str | None = DEFAULT_CACHE_DIR) -> ProductStore:
+    """The store a ``VectorStoreConfig`` describes, with the embedder its ``embedding`` names (relative paths
+    under ``root``; ``cache_dir``: the embedder's vector cache, default the shared one, None for none)."""
+    from pricer.models.embeddings import embedder_for
+
+    embedder = embedder_for(settings.embedding, cache_dir)
+    return ProductStore((root or Path()) / settings.path, settings.collection, embedder=embedder,
+                        batch_size=settings.batch_size)
 
 
 @dataclass
@@ -115,7 +129,7 @@ class ProductStore:
                 raise FileNotFoundError(f"{path} does not exist: curate the data first (pricer curate)")
             digest = digest or file_digest(path)
             stored = (self.collection.metadata or {}).get(_SYNC_META)
-            if stored == digest and self.count() > 0:
+            if stored == digest and self.count() > 0 and not self._other_embedder():
                 return SyncReport(self.count(), self.count(), 0, time.perf_counter() - started, True, self.count())
             items = pd.read_parquet(path)
         else:
@@ -124,6 +138,7 @@ class ProductStore:
         if missing:
             raise ValueError(f"the vector store needs columns id, text and price; missing {missing}")
         items = items.drop_duplicates("id").reset_index(drop=True)
+        self._drop_if_other_embedder()
         ids = items["id"].astype(str).tolist()
         present = self._existing(ids)
         new = items[~items["id"].astype(str).isin(present)].reset_index(drop=True)
@@ -141,8 +156,7 @@ class ProductStore:
                 metadatas=[_metadata(row) for row in batch.to_dict("records")],
             )
             log.info("vector store: embedded %d of %d new products", min(start + step, len(new)), len(new))
-        if digest is not None:
-            self._record_digest(digest)
+        self._record_sync(digest)
         report = SyncReport(len(items), len(present), len(new), time.perf_counter() - started, products=self.count())
         log.info(
             "vector store %s: %d products, %d added, %d already there (%.1f s)",
@@ -154,11 +168,33 @@ class ProductStore:
         )
         return report
 
-    def _record_digest(self, digest: str) -> None:
+    def _record_sync(self, digest: str | None) -> None:
         metadata = dict(self.collection.metadata or {})
         metadata.pop("hnsw:space", None)  # the space lives in the configuration, not the metadata
-        metadata[_SYNC_META] = digest
-        self.collection.modify(metadata=metadata)
+        if digest is not None:
+            metadata[_SYNC_META] = digest
+        if (model_id := getattr(self.embedder, "model_id", None)) is not None:
+            metadata[_EMBEDDER_META] = model_id
+        if metadata:
+            self.collection.modify(metadata=metadata)
+
+    def _other_embedder(self) -> bool:
+        stored = (self.collection.metadata or {}).get(_EMBEDDER_META)
+        if stored is not None:
+            return stored != getattr(self.embedder, "model_id", stored)
+        # A store built before the embedder was recorded: only a width that differs gives another one away.
+        dim = getattr(self.embedder, "dim", None)
+        if dim is None or self.count() == 0:
+            return False
+        return len(self.collection.get(limit=1, include=["embeddings"])["embeddings"][0]) != dim
+
+    def _drop_if_other_embedder(self) -> None:
+        # Vectors of another embedder live in another space (another width, even): an incremental sync
+        # would mix them, so the store starts again.
+        if self._other_embedder():
+            log.warning("vector store %s was built with another embedding: rebuilding it", self.path)
+            self._client.delete_collection(self.collection_name)
+            self._collection = None
 
     # ---- querying ---------------------------------------------------------------------------
 
@@ -230,5 +266,4 @@ def sync_store(config: Any, root: Path | None = None) -> SyncReport:
     """Build or update the store ``config.vectorstore`` (an ``AgentsConfig``) describes, from its source;
     its relative paths are under ``root`` (default: the working directory)."""
     settings, root = config.vectorstore, root or Path.cwd()
-    store = ProductStore(root / settings.path, settings.collection, batch_size=settings.batch_size)
-    return store.sync(root / settings.source)
+    return configured_store(settings, root).sync(root / settings.source)

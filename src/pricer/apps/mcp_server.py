@@ -38,6 +38,7 @@ from pricer.agents.planner import Planner
 from pricer.agents.quote import Citation, Product, Quote, product_text, quote
 from pricer.apps.service_http import deals_records, open_store
 from pricer.core.errors import ConfigError
+from pricer.core.secrets import secret_from_env
 from pricer.tracking.leaderboard import leaderboard as leaderboard_table
 from pricer.tracking.registry import MODEL_NAMES, champion_card
 
@@ -45,17 +46,6 @@ log = logging.getLogger(__name__)
 
 CHAMPION_WAIT_S = 120.0  # a first call may come while the models load; longer than this is an error
 
-
-def _token(config: AgentsConfig) -> str | None:
-    import os
-
-    name = config.mcp.token_env
-    if name is None:
-        return None
-    value = os.environ.get(name, "")
-    if not value:
-        raise ConfigError(f"mcp.token_env names {name}, which is not set: set it, or set token_env: null")
-    return value
 
 
 def _json_safe(value: Any) -> Any:
@@ -70,7 +60,7 @@ def build_server(config: AgentsConfig, *, planner: Planner | None = None, store:
     settings = config.mcp
     state: dict[str, Any] = {}
     auth = None
-    if http and (token := _token(config)) is not None:
+    if http and (token := secret_from_env("mcp.token_env", config.mcp.token_env)) is not None:
         from fastmcp.server.auth.providers.debug import DebugTokenVerifier
 
         auth = DebugTokenVerifier(validate=lambda given: hmac.compare_digest(given.encode(), token.encode()),

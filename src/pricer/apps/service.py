@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -46,7 +45,7 @@ from pricer.apps.service_http import (
     open_store,
     store_warm_up,
 )
-from pricer.core.errors import ConfigError
+from pricer.core.secrets import secret_from_env
 from pricer.tracking.registry import champion_card
 
 log = logging.getLogger(__name__)
@@ -86,22 +85,13 @@ def _invalid(where: tuple[str | int, ...], message: str) -> RequestValidationErr
     return RequestValidationError([{"loc": ("body", *where), "msg": message, "type": "value_error"}])
 
 
-def _token(config: AgentsConfig) -> str | None:
-    name = config.service.token_env
-    if name is None:
-        return None
-    value = os.environ.get(name, "")
-    if not value:
-        raise ConfigError(f"service.token_env names {name}, which is not set: set it, or set token_env: null")
-    return value
-
 
 def create_app(config: AgentsConfig, *, planner: Planner | None = None, store: Any = None,
                champions: Champions | None = None) -> FastAPI:
     """The service's ASGI app. Without ``planner`` (and ``store``) it builds them from ``config`` at start and
     closes them at shutdown; given ones are the caller's to close. ``store=False``: cite no neighbours."""
     settings = config.service
-    token = _token(config)
+    token = secret_from_env("service.token_env", config.service.token_env)
     metrics = Metrics()
     state: dict[str, Any] = {}
 

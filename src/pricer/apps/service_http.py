@@ -153,8 +153,7 @@ class RequestMetrics:
 
 def open_store(config: AgentsConfig) -> ProductStore | None:
     """The configured vector store, when one has been built (``pricer vectorstore``); None: no citations."""
-    from pricer.agents.vectorstore import ProductStore
-    from pricer.models.embeddings import get_embedder
+    from pricer.agents.vectorstore import configured_store
 
     settings = config.vectorstore
     if not settings.path.exists():
@@ -163,7 +162,7 @@ def open_store(config: AgentsConfig) -> ProductStore | None:
     # No disk cache for the queries: a caller's product is embedded once, and a cache write per request cost
     # 35-400 ms on a busy disk here against 10 ms for the embedding itself. Same model and settings as the
     # store was built with, so the same vectors.
-    return ProductStore(settings.path, settings.collection, embedder=get_embedder(cache_dir=None))
+    return configured_store(settings, cache_dir=None)
 
 
 def store_warm_up(state: dict[str, Any]) -> None:

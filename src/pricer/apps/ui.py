@@ -100,12 +100,10 @@ def build_app(
 
         planner = Planner(config)
     if store is None:
-        from pricer.agents.vectorstore import ProductStore
+        from pricer.agents.vectorstore import configured_store
 
         vs = config.vectorstore
-        store = (
-            ProductStore(vs.path, vs.collection, batch_size=vs.batch_size) if Path(vs.path).exists() else None
-        )
+        store = configured_store(vs) if Path(vs.path).exists() else None
     ui = config.ui
 
     def table_now() -> pd.DataFrame:

@@ -114,6 +114,24 @@ class SplitConfig(StrictModel):
         return self
 
 
+class ShardsConfig(StrictModel):
+    """Sharded curation (``python -m flows.curate sharded``): shards curated apart on dask, then merged.
+
+    None of these settings shapes the curated data: the merge equals one process's run for any of them.
+    """
+
+    workers: int = Field(2, ge=1, description=(
+        "dask worker processes of the local cluster started when no address is given (one thread each)"))
+    address: str | None = Field(None, pattern=r"^(tcp|tls|ucx|ws|wss|inproc)://.+", description=(
+        "a running dask scheduler, e.g. tcp://10.0.0.5:8786 (env PRICER_DASK_ADDRESS overrides); null: a "
+        "local cluster"))
+    work_dir: Path = Field(Path("data/shards"), description=(
+        "each shard's outputs, under the repository root unless absolute; on a cluster, storage that every "
+        "worker and the merge share"))
+    lines_per_shard: int | None = Field(None, gt=0, description=(
+        "cut a jsonl file with more lines than this into line ranges; null: one shard per file"))
+
+
 class CurateConfig(StrictModel):
     """Parse, clean, filter, truncate, balance and split raw product records."""
 
@@ -134,6 +152,11 @@ class CurateConfig(StrictModel):
     quarantine_path: Path = Field(Path("data/quarantine.jsonl"), description="each rejected record, with its reason")
     report_path: Path = Field(Path("reports/curation.json"), description="counts per reason, split and category")
     batch_size: int = Field(2000, gt=0, description="records processed per batch")
+    workers: int = Field(0, ge=0, description=(
+        "processes that clean and tokenize batches side by side (0: one per CPU core; 1: none, all in this "
+        "process); the outputs are the same for any number"))
+    shards: ShardsConfig = Field(default_factory=ShardsConfig, description=(
+        "the sharded flow's dask cluster and shard layout (the single-process stage ignores it)"))
 
     @property
     def metrics_path(self) -> Path:

@@ -9,7 +9,6 @@ before the outputs are published (``pricer.data.staging``: all together, or none
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -27,11 +26,12 @@ from tqdm.auto import tqdm
 
 from pricer.core.errors import DataError
 from pricer.core.files import atomic_write_json, file_digest
-from pricer.core.prompt import build_prompt, completion
 from pricer.core.schema import SPLITS
 from pricer.data.config import BalanceConfig, CurateConfig, JsonlSourceConfig
 from pricer.data.dedupe import SeenKeys
-from pricer.data.records import Product, Reason, Rejection, decode_line, has_broken_encoding, parse_record
+from pricer.data.pool import prepared_batches
+from pricer.data.prepare import Outcome, Prepared, rejected
+from pricer.data.records import Reason, Rejection
 from pricer.data.sources import (
     RawRecord,
     SourceFault,
@@ -40,10 +40,7 @@ from pricer.data.sources import (
     chain_streams,
     read_source,
 )
-from pricer.data.split import assign_split, item_id, unit_hash
 from pricer.data.staging import Staging
-from pricer.data.text import FULL_TEXT_CHARS, product_text
-from pricer.data.tokenizer import load_tokenizer, truncate_to_tokens
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +61,6 @@ SCHEMA = pa.schema(
         ("origin", pa.string()),
     ]
 )
-# No tokenizer here averages more than this many characters per token on product text, so
-# cutting the raw text to max_tokens * this before cleaning and tokenizing loses nothing.
-CHARS_PER_TOKEN_CEILING = 6
 PRICE_HISTOGRAM_EDGES = (0, 1, 5, 10, 25, 50, 100, 250, 500, 1000, float("inf"))
 
 
@@ -131,130 +125,59 @@ def _histogram_label(price: float) -> str:
     raise ValueError(price)  # unreachable: the last edge is infinite
 
 
-def _keep_fraction(config: CurateConfig, product: Product) -> float:
-    fraction = config.balance.category_keep.get(product.category, 1.0)
-    for upper, band_fraction in sorted(config.balance.band_keep.items()):
-        if product.price < upper:
-            return fraction * band_fraction
-    return fraction
-
-
 class Curator:
-    """Turns a stream of raw records into curated rows and rejections, batch by batch."""
+    """Turns batches of raw records into curated rows and quarantine lines, batch by batch, in order.
+
+    Batches are prepared apart (``pricer.data.prepare``, in worker processes when ``workers`` asks for
+    them); the duplicate test and the counts happen here, in record order, as they must.
+    """
 
     def __init__(self, config: CurateConfig, seen: SeenKeys) -> None:
         self.config = config
-        self.tokenizer = load_tokenizer(config.tokenizer)
         self.report = CurationReport()
         self._seen = seen
 
-    def _screen(self, origin: str, raw: Any) -> Product | Rejection:
-        record = decode_line(raw, origin) if isinstance(raw, bytes | str) else raw
-        if isinstance(record, Rejection):
-            return record
-        product = parse_record(record, origin, self.config.max_raw_chars)
-        if isinstance(product, Rejection):
-            return product
-        if not self.config.min_price <= product.price <= self.config.max_price:
-            band = f"${self.config.min_price:g} to ${self.config.max_price:g}"
-            return Rejection(Reason.PRICE_OUT_OF_BAND, f"price {product.price:g} outside {band}", origin, record)
-        return product
+    def run(self, batches: Iterable[list[RawRecord]]) -> Iterator[tuple[dict[str, list[dict[str, Any]]], list[str]]]:
+        """Each batch's rows by split and its quarantine lines."""
+        for outcomes in prepared_batches(self.config, batches):
+            with self._seen:
+                result = self._settle(outcomes)
+            yield result
 
-    def _truncate(self, candidates: list[tuple[Product, str, str]]) -> tuple[list[str], list[int]]:
-        budget = self.config.max_tokens
-        texts, counts = truncate_to_tokens(self.tokenizer, [text for _, _, text in candidates], budget)
-        # A text cut to characters that then ran short of the budget is redone in full (rare).
-        short = [i for i, (product, _, text) in enumerate(candidates)
-                 if counts[i] < budget and len(text) >= budget * CHARS_PER_TOKEN_CEILING - 1]
-        if short:
-            redone = truncate_to_tokens(self.tokenizer, [product_text(candidates[i][0]) for i in short], budget)
-            for i, text, count in zip(short, *redone, strict=True):
-                texts[i], counts[i] = text, count
-        return texts, counts
-
-    def process(self, batch: list[RawRecord]) -> tuple[dict[str, list[dict[str, Any]]], list[Rejection]]:
-        with self._seen:
-            rejections, candidates = self._filter(batch)
-        return self._rows(candidates), self._count(rejections)
-
-    def _filter(self, batch: list[RawRecord]) -> tuple[list[Rejection], list[tuple[Product, str, str]]]:
-        rejections: list[Rejection] = []
-        candidates: list[tuple[Product, str, str]] = []
-        for origin, raw in batch:
-            product = self._screen(origin, raw)
-            if isinstance(product, Rejection):
-                rejections.append(product)
-                continue
-            if has_broken_encoding(product.title + " ".join(product.description) + " ".join(product.features)):
-                rejections.append(Rejection(Reason.BROKEN_ENCODING, "mojibake or U+FFFD in the text", origin, raw))
-                continue
-            text = product_text(product, self.config.max_tokens * CHARS_PER_TOKEN_CEILING)
-            if len(text) < self.config.min_chars:
-                detail = f"{len(text)} characters after cleaning (minimum {self.config.min_chars})"
-                rejections.append(Rejection(Reason.TOO_LITTLE_TEXT, detail, origin, raw))
-                continue
-            identity = item_id(product.title, product.brand)
-            if not self._seen.add(identity, product.price):
-                rejections.append(Rejection(Reason.DUPLICATE, f"same product and price as item {identity}", origin,
-                                            {"title": product.title, "price": product.price}))
-                continue
-            if unit_hash(self.config.split.salt, "balance", identity, f"{product.price}") >= _keep_fraction(
-                self.config, product
-            ):
-                rejections.append(Rejection(Reason.BALANCED_OUT, "down-sampled by the balance settings", origin,
-                                            {"title": product.title, "price": product.price}))
-                continue
-            candidates.append((product, identity, text))
-        return rejections, candidates
-
-    def _rows(self, candidates: list[tuple[Product, str, str]]) -> dict[str, list[dict[str, Any]]]:
-        texts, counts = self._truncate(candidates)
+    def _settle(self, outcomes: list[Outcome]) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
         rows: dict[str, list[dict[str, Any]]] = {name: [] for name in SPLITS}
-        for (product, identity, _), text, count in zip(candidates, texts, counts, strict=True):
-            split = assign_split(identity, self.config.split)
-            rows[split].append(
-                {
-                    "id": identity,
-                    "title": product.title,
-                    "category": product.category,
-                    "brand": product.brand,
-                    "price": product.price,
-                    "text": text,
-                    "full_text": product_text(product, FULL_TEXT_CHARS),
-                    "prompt": build_prompt(text),
-                    "completion": completion(product.price),
-                    "token_count": count,
-                    "details": json.dumps(product.details, ensure_ascii=False, sort_keys=True, default=str),
-                    "source": product.source,
-                    "origin": product.origin,
-                }
-            )
-            self.report.kept += 1
-            self.report.splits[split] += 1
-            self.report.categories[product.category] += 1
-            self.report.price_histogram[_histogram_label(product.price)] += 1
-            self.report.tokens_total += count
-            self.report.truncated += count == self.config.max_tokens
-        return rows
+        lines: list[str] = []
+        for outcome in outcomes:
+            if isinstance(outcome, Prepared):
+                if not self._seen.add(outcome.identity, outcome.price):
+                    outcome = rejected(Rejection(Reason.DUPLICATE, f"same product and price as item {outcome.identity}",
+                                                 outcome.origin, {"title": outcome.title, "price": outcome.price}))
+                elif outcome.row is None:
+                    outcome = rejected(Rejection(Reason.BALANCED_OUT, "down-sampled by the balance settings",
+                                                 outcome.origin, {"title": outcome.title, "price": outcome.price}))
+                else:
+                    self._keep(outcome.row, rows)
+                    continue
+            self.report.rejected[outcome.reason] += 1
+            lines.append(outcome.line)
+        return rows, lines
 
-    def _count(self, rejections: list[Rejection]) -> list[Rejection]:
-        for rejection in rejections:
-            self.report.rejected[rejection.reason.value] += 1
-        return rejections
+    def _keep(self, row: dict[str, Any], rows: dict[str, list[dict[str, Any]]]) -> None:
+        split = row.pop("split")
+        rows[split].append(row)
+        count = row["token_count"]
+        self.report.kept += 1
+        self.report.splits[split] += 1
+        self.report.categories[row["category"]] += 1
+        self.report.price_histogram[_histogram_label(row["price"])] += 1
+        self.report.tokens_total += count
+        self.report.truncated += count == self.config.max_tokens
 
 
 def _batches(records: Iterable[RawRecord], size: int) -> Iterator[list[RawRecord]]:
     iterator = iter(records)
     while batch := list(islice(iterator, size)):
         yield batch
-
-
-def _quarantine_line(rejection: Rejection) -> str:
-    record = rejection.record
-    if isinstance(record, bytes):
-        record = record[:2000].decode("utf-8", "replace")
-    entry = {"origin": rejection.origin, "reason": rejection.reason.value, "detail": rejection.detail, "record": record}
-    return json.dumps(entry, ensure_ascii=False, default=str)
 
 
 def curate(config: CurateConfig, root: Path | None = None, records: Iterable[RawRecord] | None = None) -> dict[str, Any]:
@@ -275,18 +198,25 @@ def curate(config: CurateConfig, root: Path | None = None, records: Iterable[Raw
         written = _write(curator, stream, staged, config.batch_size)
         report = curator.report
         report.settle(stream, written)
-        report.outputs = {name: file_digest(path) for name, path in staged.items()}
-        summary = report.to_dict()
-        # Which accepted inbox files this data holds, by content: what a reviewer traces a retrain to.
-        summary["accepted_files"] = {path.name: file_digest(path) for path in accepted}
-        atomic_write_json(staging.path(report_path), summary)
-        atomic_write_json(staging.path(metrics_path), {
-            "read": summary["read"], "kept": summary["kept"], "rejected": summary["rejected"],
-            "source_errors": len(summary["source_errors"]), **summary["splits"]})
+        summary = write_report(report, staged, accepted, staging.path(report_path), staging.path(metrics_path))
         staging.publish()
     for fault in report.source_faults:
         log.warning("source error in %s: %s", fault.origin, fault.reason)
     log.info("curated %d of %d records (%d rejected)", report.kept, report.read, summary["rejected"])
+    return summary
+
+
+def write_report(report: CurationReport, staged: dict[str, Path], accepted: list[Path], report_path: Path,
+                 metrics_path: Path) -> dict[str, Any]:
+    """Write the report (counts, output digests, accepted inbox files) and its numbers-only metrics file."""
+    report.outputs = {name: file_digest(path) for name, path in staged.items()}
+    summary = report.to_dict()
+    # Which accepted inbox files this data holds, by content: what a reviewer traces a retrain to.
+    summary["accepted_files"] = {path.name: file_digest(path) for path in accepted}
+    atomic_write_json(report_path, summary)
+    atomic_write_json(metrics_path, {
+        "read": summary["read"], "kept": summary["kept"], "rejected": summary["rejected"],
+        "source_errors": len(summary["source_errors"]), **summary["splits"]})
     return summary
 
 
@@ -310,16 +240,15 @@ def _write(curator: Curator, stream: SourceStream, staged: dict[str, Path], batc
             files.callback(writers[name].close)
         quarantine = files.enter_context(open(staged["quarantine.jsonl"], "w", encoding="utf-8"))
         progress = files.enter_context(tqdm(desc="curate", unit=" records", mininterval=2.0, disable=None))
-        for batch in _batches(stream, batch_size):
-            rows, rejections = curator.process(batch)
+        for rows, lines in curator.run(_batches(stream, batch_size)):
             for name, split_rows in rows.items():
                 if split_rows:
                     table = pa.Table.from_pylist(split_rows, schema=SCHEMA)
                     writers[name].write_table(table)
                     written["kept"] += table.num_rows
-            quarantine.writelines(_quarantine_line(r) + "\n" for r in rejections)
-            written["rejected"] += len(rejections)
-            progress.update(len(batch))
+            quarantine.writelines(line + "\n" for line in lines)
+            written["rejected"] += len(lines)
+            progress.update(sum(map(len, rows.values())) + len(lines))
     return written
 
 
@@ -335,10 +264,9 @@ def clean_file(path: Path, config: CurateConfig) -> tuple[pd.DataFrame, dict[str
         closing(SeenKeys(Path(scratch) / "seen.sqlite")) as seen,
     ):
         curator = Curator(config, seen)
-        for batch in _batches(stream, config.batch_size):
-            rows, rejections = curator.process(batch)
+        for rows, lines in curator.run(_batches(stream, config.batch_size)):
             kept.extend(row for split_rows in rows.values() for row in split_rows)
-            written["rejected"] += len(rejections)
+            written["rejected"] += len(lines)
     written["kept"] = len(kept)
     curator.report.settle(stream, written)
     return pd.DataFrame(kept, columns=SCHEMA.names), curator.report.to_dict()

@@ -66,6 +66,11 @@ def _expand(paths: list[Path]) -> list[Path]:
     return files
 
 
+def jsonl_files(config: JsonlSourceConfig) -> list[Path]:
+    """The files a jsonl source reads, in the order it reads them."""
+    return _expand(config.paths)
+
+
 def check_source(config: SourceConfig) -> None:
     """Fail now, with a SourceError naming the path, if a local source has nothing to read."""
     if isinstance(config, JsonlSourceConfig):

@@ -11,6 +11,7 @@ import hashlib
 from functools import lru_cache
 from pathlib import Path
 
+from tokenizers import Encoding, Tokenizer
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from pricer.core.errors import ConfigError
@@ -89,26 +90,75 @@ def load_tokenizer(config: TokenizerConfig) -> PreTrainedTokenizerBase:
     raise ConfigError(f"unknown tokenizer kind: {config!r}")
 
 
+# A first pass tokenizes only this many characters a token of each text: product text runs longer
+# than that per token, so the pass finds nearly every cut, and a text whose cut it cannot prove
+# exact is tokenized again in full.
+HEAD_CHARS_PER_TOKEN = 4
+# Pre-tokens (words) that must follow the one holding the cut within the head: a pre-token's split
+# depends on at most a few characters after it, so the words before the last two are those of the
+# whole text, and so are their tokens.
+_SETTLED_WORDS = 3
+
+
+def _cut(encoding: Encoding, max_tokens: int, padded: bool) -> tuple[int, int | None]:
+    """The real tokens' count and, when it is over the budget, where the last kept token ends."""
+    if not padded:
+        count = len(encoding)  # every token is the text's: no list of offsets for the short ones
+        return count, encoding.offsets[max_tokens - 1][1] if count > max_tokens else None
+    # The backend keeps the padding a batched call of the tokenizer switched on (a model's generate):
+    # padding tokens are no part of the text, and counting them would cut short texts to nothing.
+    offsets = [offset for offset, real in zip(encoding.offsets, encoding.attention_mask, strict=True) if real]
+    return len(offsets), offsets[max_tokens - 1][1] if len(offsets) > max_tokens else None
+
+
+def _head_settles(encoding: Encoding, max_tokens: int, head: int, longest_added: int) -> bool:
+    """Whether the head's cut is the whole text's: enough whole words after it, and far enough from
+    the head's end that no added (special) token cut in two there could have moved it."""
+    if len(encoding) <= max_tokens:
+        return False
+    words = encoding.word_ids
+    word, last = words[max_tokens - 1], words[-1]
+    return (word is not None and last is not None and last >= word + _SETTLED_WORDS
+            and encoding.offsets[max_tokens - 1][1] + longest_added + 2 <= head)
+
+
+def _head_first(backend: Tokenizer) -> bool:
+    # Only where the words of a head are provably the whole text's: a pre-tokenizer that splits into
+    # words, no normalizer to reach across them, and nothing (padding, truncation) that counts the head.
+    return (backend.pre_tokenizer is not None and backend.normalizer is None
+            and backend.padding is None and backend.truncation is None)
+
+
 def truncate_to_tokens(
     tokenizer: PreTrainedTokenizerBase, texts: list[str], max_tokens: int
 ) -> tuple[list[str], list[int]]:
     """Cut each text at its ``max_tokens``-th token; returns the texts and their token counts.
 
     One batched call to the Rust tokenizer with character offsets, rather than
-    encode/decode per text: that keeps curation at thousands of items per second.
+    encode/decode per text: that keeps curation at thousands of items per second. The call reads
+    only the head of each long text where that provably gives the same cut (``_head_settles``).
     """
     if not texts:
         return [], []
-    encodings = tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
+    backend = tokenizer.backend_tokenizer
+    padded = backend.padding is not None
+    head = max_tokens * HEAD_CHARS_PER_TOKEN if _head_first(backend) else None
+    longest_added = max((len(token.content) for token in backend.get_added_tokens_decoder().values()), default=0)
+    cuts: list[tuple[int, int | None] | None] = [None] * len(texts)
+    for i, (text, encoding) in enumerate(zip(texts, backend.encode_batch(
+            [text[:head] for text in texts], add_special_tokens=False), strict=True)):
+        if head is None or len(text) <= head:
+            cuts[i] = _cut(encoding, max_tokens, padded)
+        elif _head_settles(encoding, max_tokens, head, longest_added):
+            cuts[i] = max_tokens + 1, encoding.offsets[max_tokens - 1][1]
+    redo = [i for i, cut in enumerate(cuts) if cut is None]
+    for i, encoding in zip(redo, backend.encode_batch([texts[i] for i in redo], add_special_tokens=False),
+                           strict=True):
+        cuts[i] = _cut(encoding, max_tokens, padded)
     cut_texts, counts = [], []
-    for text, encoding in zip(texts, encodings, strict=True):
-        # The backend keeps the padding a batched call of the tokenizer switched on (a model's generate):
-        # padding tokens are no part of the text, and counting them would cut short texts to nothing.
-        offsets = [offset for offset, real in zip(encoding.offsets, encoding.attention_mask, strict=True) if real]
-        if len(offsets) <= max_tokens:
-            cut_texts.append(text)
-            counts.append(len(offsets))
-        else:
-            cut_texts.append(text[: offsets[max_tokens - 1][1]].rstrip())
-            counts.append(max_tokens)
+    for text, found in zip(texts, cuts, strict=True):
+        assert found is not None, "every text was cut in one pass or the other"
+        count, end = found
+        cut_texts.append(text if end is None else text[:end].rstrip())
+        counts.append(count if end is None else max_tokens)
     return cut_texts, counts

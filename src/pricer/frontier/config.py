@@ -17,6 +17,7 @@ from pydantic import Field, field_validator
 
 from pricer.core.comparison import GateSettings
 from pricer.core.config import StrictModel, load_config
+from pricer.core.embedding import EmbeddingConfig, MiniLMEmbedding
 from pricer.core.errors import RemoteAPIError
 from pricer.core.retry import RetrySettings
 from pricer.core.secrets import without_credentials
@@ -89,6 +90,9 @@ class FrontierConfig(RetrySettings):
     cache_dir: Path | None = Field(Path(".cache/frontier"), description="the response cache (null: none)")
     cost_log: Path | None = Path("reports/frontier/cost_log.jsonl")
     k_neighbours: int = Field(0, ge=0, le=50, description="similar training items (with prices) in the prompt")
+    embedding: EmbeddingConfig = Field(default_factory=MiniLMEmbedding, description=(
+        "the sentence embedding the k_neighbours are found with: kind minilm (the transformer) or static "
+        "(model2vec); the logged model keeps it, so it queries its index in the space it was built in"))
     trace: bool = Field(True, description="an MLflow trace of every call")
     evaluation: FrontierEvalConfig = Field(default_factory=FrontierEvalConfig)
     finetune: FineTuneConfig | None = None

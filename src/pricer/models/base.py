@@ -29,6 +29,7 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from xgboost import XGBRegressor
 
 from pricer.core.config import StrictModel
+from pricer.core.embedding import EmbeddingConfig, MiniLMEmbedding
 from pricer.core.schema import texts
 from pricer.models.embeddings import EmbeddingFeatures
 from pricer.models.features import EngineeredFeatures, log_prices, to_prices
@@ -51,6 +52,13 @@ class PriceModelSpec(StrictModel):
     def settings(self) -> dict[str, Any]:
         """The hyperparameters alone (what two specs of one model share)."""
         return self.model_dump(mode="json", exclude={"name"})
+
+
+class EmbeddingSpec(PriceModelSpec):
+    """A kind that reads sentence embeddings: ``embedding`` picks which (``kind: minilm`` or ``static``)."""
+
+    embedding: EmbeddingConfig = Field(default_factory=MiniLMEmbedding, description=(
+        "the sentence embedding read: kind minilm (the transformer) or static (distilled with model2vec)"))
 
 
 class PriceModel(BaseEstimator):
@@ -129,17 +137,22 @@ def effective_params(model: BaseEstimator, prefix: str = "") -> dict[str, _Scala
 # --- building blocks ----------------------------------------------------------------------------
 
 
-def embed(items: pd.DataFrame) -> np.ndarray:
-    """MiniLM vectors of the texts (unit length), cached on disk by the shared embedder."""
-    return EmbeddingFeatures().transform(texts(items))
+def embedding_features(embedding: EmbeddingConfig | None = None) -> EmbeddingFeatures:
+    """The texts' vectors of the kind ``embedding`` names (None: MiniLM), through the shared cached embedder."""
+    return EmbeddingFeatures(embedding=None if embedding is None else embedding.model_dump(mode="json"))
+
+
+def embed(items: pd.DataFrame, embedding: EmbeddingConfig | None = None) -> np.ndarray:
+    """Unit-length vectors of the texts, cached on disk by the shared embedder."""
+    return embedding_features(embedding).transform(texts(items))
 
 
 def texts_step() -> FunctionTransformer:
     return FunctionTransformer(texts)
 
 
-def embedding_step() -> Pipeline:
-    return make_pipeline(texts_step(), EmbeddingFeatures())
+def embedding_step(embedding: EmbeddingConfig | None = None) -> Pipeline:
+    return make_pipeline(texts_step(), embedding_features(embedding))
 
 
 def engineered_step() -> Pipeline:

@@ -15,7 +15,15 @@ from sklearn.linear_model import Ridge
 from sklearn.model_selection import GroupKFold
 
 from pricer.core.schema import texts
-from pricer.models.base import LogPriceModel, PriceModelSpec, char_tfidf, embed, word_tfidf, xgb
+from pricer.models.base import (
+    EmbeddingSpec,
+    LogPriceModel,
+    PriceModelSpec,
+    char_tfidf,
+    embed,
+    word_tfidf,
+    xgb,
+)
 from pricer.models.features import EngineeredFeatures, title_groups
 from pricer.models.neighbours import NearestPrices
 
@@ -56,7 +64,7 @@ def joined(word: csr_matrix, char: csr_matrix) -> csr_matrix:
     return sparse.hstack([word, char], format="csr")
 
 
-class BoostSpec(PriceModelSpec):
+class BoostSpec(EmbeddingSpec):
     """XGBoost on engineered features, kNN-price features (MiniLM and word TF-IDF neighbours), the
     ``text_ridge`` prediction and which of the commonest words the text holds, averaged over seeds."""
 
@@ -71,7 +79,7 @@ class BoostSpec(PriceModelSpec):
     seed: int = Field(42, description="the folds' and the first booster's seed")
     n_words: int = Field(20_000, ge=0, description="word-presence columns (0: none)")
     max_chars: int | None = Field(None, gt=0, description="read only the first N characters (null: all)")
-    embeddings: bool = Field(True, description="MiniLM neighbour features (false: none, and no embedding cost)")
+    embeddings: bool = Field(True, description="embedding-neighbour features (false: none, and no embedding cost)")
 
     def build(self) -> Boost:
         return Boost(self)
@@ -131,7 +139,7 @@ class Boost(LogPriceModel):
         return items.drop(columns="full_text", errors="ignore").assign(text=heads)
 
     def _inputs(self, items: pd.DataFrame, word: csr_matrix, char: csr_matrix) -> _Inputs:
-        return _Inputs(embed(items) if self.spec.embeddings else None, word, joined(word, char))
+        return _Inputs(embed(items, self.spec.embedding) if self.spec.embeddings else None, word, joined(word, char))
 
     def _fit_learners(self, inputs: _Inputs, y: np.ndarray) -> _Learners:
         return _Learners(

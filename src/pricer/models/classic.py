@@ -14,6 +14,7 @@ from sklearn.pipeline import FeatureUnion, Pipeline, make_pipeline
 from sklearn.svm import SVR
 
 from pricer.models.base import (
+    EmbeddingSpec,
     PipelineModel,
     PriceModel,
     PriceModelSpec,
@@ -102,8 +103,8 @@ class TfidfLR(PipelineModel):
         return make_pipeline(texts_step(), word_tfidf(self.spec.max_features), Ridge(alpha=self.spec.alpha))
 
 
-class EmbedLRSpec(PriceModelSpec):
-    """Ridge regression on MiniLM sentence embeddings."""
+class EmbedLRSpec(EmbeddingSpec):
+    """Ridge regression on sentence embeddings (MiniLM unless ``embedding`` says otherwise)."""
 
     kind: Literal["embed_lr"] = "embed_lr"
     alpha: float = Field(1.0, gt=0, description="the ridge penalty")
@@ -116,11 +117,11 @@ class EmbedLR(PipelineModel):
     spec: EmbedLRSpec
 
     def pipeline(self) -> Pipeline:
-        return make_pipeline(embedding_step(), Ridge(alpha=self.spec.alpha))
+        return make_pipeline(embedding_step(self.spec.embedding), Ridge(alpha=self.spec.alpha))
 
 
-class EmbedSVRSpec(PriceModelSpec):
-    """An RBF support vector regressor on MiniLM sentence embeddings."""
+class EmbedSVRSpec(EmbeddingSpec):
+    """An RBF support vector regressor on sentence embeddings (MiniLM unless ``embedding`` says otherwise)."""
 
     kind: Literal["embed_svr"] = "embed_svr"
     C: float = Field(3.0, gt=0, description="the SVR's inverse regularisation")
@@ -134,11 +135,11 @@ class EmbedSVR(PipelineModel):
     spec: EmbedSVRSpec
 
     def pipeline(self) -> Pipeline:
-        return make_pipeline(embedding_step(), SVR(C=self.spec.C, epsilon=self.spec.epsilon, cache_size=1000))
+        return make_pipeline(embedding_step(self.spec.embedding), SVR(C=self.spec.C, epsilon=self.spec.epsilon, cache_size=1000))
 
 
-class EmbedRFSpec(PriceModelSpec):
-    """A random forest on MiniLM sentence embeddings."""
+class EmbedRFSpec(EmbeddingSpec):
+    """A random forest on sentence embeddings (MiniLM unless ``embedding`` says otherwise)."""
 
     kind: Literal["embed_rf"] = "embed_rf"
     n_estimators: int = Field(100, gt=0, description="trees")
@@ -159,10 +160,10 @@ class EmbedRF(PipelineModel):
             n_estimators=spec.n_estimators, max_features=spec.max_features,
             min_samples_leaf=spec.min_samples_leaf, random_state=spec.seed, n_jobs=-1,
         )
-        return make_pipeline(embedding_step(), forest)
+        return make_pipeline(embedding_step(spec.embedding), forest)
 
 
-class XGBoostSpec(PriceModelSpec):
+class XGBoostSpec(EmbeddingSpec):
     """XGBoost on TF-IDF SVD components, engineered features and embeddings."""
 
     kind: Literal["xgboost"] = "xgboost"
@@ -182,5 +183,5 @@ class XGBoostModel(PipelineModel):
     def pipeline(self) -> Pipeline:
         spec = self.spec
         svd = make_pipeline(texts_step(), word_tfidf(50_000), TruncatedSVD(spec.n_components, random_state=spec.seed))
-        features = FeatureUnion([("svd", svd), ("engineered", engineered_step()), ("embedding", embedding_step())])
+        features = FeatureUnion([("svd", svd), ("engineered", engineered_step()), ("embedding", embedding_step(spec.embedding))])
         return make_pipeline(features, xgb(spec.n_estimators, spec.learning_rate, spec.max_depth, spec.seed))

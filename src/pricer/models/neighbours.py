@@ -20,7 +20,7 @@ from scipy import sparse
 from scipy.sparse import csr_matrix
 from sklearn.base import BaseEstimator
 
-from pricer.models.base import LogPriceModel, PriceModelSpec, embed
+from pricer.models.base import EmbeddingSpec, LogPriceModel, embed
 
 
 def top_k(queries: np.ndarray | csr_matrix, vectors: np.ndarray | csr_matrix, k: int,
@@ -76,8 +76,8 @@ def _weighted_median(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return values[np.arange(len(values)), below_half.sum(axis=1)]
 
 
-class KnnSpec(PriceModelSpec):
-    """The similarity-weighted mean log price of the k nearest training items in MiniLM space."""
+class KnnSpec(EmbeddingSpec):
+    """The similarity-weighted mean log price of the k nearest training items in embedding space."""
 
     kind: Literal["knn"] = "knn"
     k: int = Field(15, gt=0, description="neighbours per item")
@@ -91,10 +91,10 @@ class KnnPrice(LogPriceModel):
     spec: KnnSpec
 
     def _fit_log(self, train: pd.DataFrame, y: np.ndarray) -> None:
-        self.neighbours_ = NearestPrices(self.spec.k, self.spec.temperature).fit(embed(train), y)
+        self.neighbours_ = NearestPrices(self.spec.k, self.spec.temperature).fit(embed(train, self.spec.embedding), y)
 
     def predict_log(self, items: pd.DataFrame) -> np.ndarray:
-        return self.neighbours_.transform(embed(items))[:, 0]
+        return self.neighbours_.transform(embed(items, self.spec.embedding))[:, 0]
 
 
 @dataclass

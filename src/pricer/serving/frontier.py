@@ -24,6 +24,7 @@ import pandas as pd
 from mlflow.models.model import ModelInfo
 
 from pricer.core.config import validate
+from pricer.core.embedding import EmbeddingConfig
 from pricer.frontier.client import FrontierClient
 from pricer.frontier.config import FrontierConfig, FrontierError
 from pricer.frontier.usage import UsageTotals
@@ -33,10 +34,10 @@ from pricer.serving.schema import as_items, log_pyfunc
 CONFIG_ARTIFACT = "frontier_config.json"
 
 
-def default_embedder() -> Any:
-    from pricer.models.embeddings import get_embedder
+def default_embedder(embedding: EmbeddingConfig | None = None) -> Any:
+    from pricer.models.embeddings import embedder_for
 
-    return get_embedder()
+    return embedder_for(embedding)
 
 
 def price_with_retrieval(client: FrontierClient, texts: Sequence[str], index: NeighbourIndex | None,
@@ -67,7 +68,7 @@ class FrontierPricer(mlflow.pyfunc.PythonModel):
         texts = as_items(model_input)["text"].astype(str).tolist()
         client = FrontierClient(self.config, run_id=self.run_id)
         if self.index is not None and self._embedder is None:
-            self._embedder = default_embedder()
+            self._embedder = default_embedder(self.config.embedding)
         try:
             prices = price_with_retrieval(client, texts, self.index, self._embedder)
         finally:

@@ -43,18 +43,23 @@ def run_curate(params_path: Path = Path("params.yaml"), data: list[Path] | None 
     with stage_run("curate", {"curate": config.model_dump(mode="json")}, experiment=tracking.experiment,
                    tracking_uri=tracking.tracking_uri, wandb=tracking.wandb):
         summary = curate(config, root)
-        mlflow.log_metrics(
-            {"read": summary["read"], "kept": summary["kept"], "rejected": summary["rejected"],
-             "source_errors": len(summary["source_errors"]), "accepted_files": len(summary["accepted_files"]),
-             **{f"rejected.{reason}": count for reason, count in summary["rejected_by_reason"].items()},
-             **{f"split.{name}": count for name, count in summary["splits"].items()}}
-        )
-        mlflow.set_tags({f"dvc.md5.{name}": digest for name, digest in summary["outputs"].items()})
-        mlflow.set_tags({f"pricer.accepted.{name}": digest for name, digest in summary["accepted_files"].items()})
-        mlflow.log_dict(summary, "curation.json")
-        for split in SPLITS:
-            path = root / config.output_dir / f"{split}.parquet"
-            frame = pd.read_parquet(path, columns=["id", "category", "price", "text"])
-            dataset = mlflow.data.from_pandas(frame, source=str(path), name=f"curated-{split}", targets="price")
-            mlflow.log_input(dataset, context=split)
+        log_curation(config, root, summary)
     return summary
+
+
+def log_curation(config: CurateConfig, root: Path, summary: dict[str, Any]) -> None:
+    """A curation's counts, output hashes, report and splits on the active MLflow run."""
+    mlflow.log_metrics(
+        {"read": summary["read"], "kept": summary["kept"], "rejected": summary["rejected"],
+         "source_errors": len(summary["source_errors"]), "accepted_files": len(summary["accepted_files"]),
+         **{f"rejected.{reason}": count for reason, count in summary["rejected_by_reason"].items()},
+         **{f"split.{name}": count for name, count in summary["splits"].items()}}
+    )
+    mlflow.set_tags({f"dvc.md5.{name}": digest for name, digest in summary["outputs"].items()})
+    mlflow.set_tags({f"pricer.accepted.{name}": digest for name, digest in summary["accepted_files"].items()})
+    mlflow.log_dict(summary, "curation.json")
+    for split in SPLITS:
+        path = root / config.output_dir / f"{split}.parquet"
+        frame = pd.read_parquet(path, columns=["id", "category", "price", "text"])
+        dataset = mlflow.data.from_pandas(frame, source=str(path), name=f"curated-{split}", targets="price")
+        mlflow.log_input(dataset, context=split)

@@ -62,7 +62,7 @@ def run_frontier_eval(
     index = None
     if config.k_neighbours:
         train = pd.read_parquet(data_dir / "train.parquet", columns=["text", "price"])
-        index = NeighbourIndex.build(train, embedder or default_embedder())
+        index = NeighbourIndex.build(train, embedder or default_embedder(config.embedding))
 
     run_tags = {"pricer.frontier.model": config.model, "pricer.frontier.endpoint": config.base_url or "openai",
                 TEST_DIGEST_TAG: split.digest, **(tags or {})}
