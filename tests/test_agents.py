@@ -876,3 +876,44 @@ def test_the_main_jobs_demo_deals_are_served_locally_and_priced(tmp_path: Path, 
     assert sorted(page.price / price for page, price in zip(served, demo["test"].sample(n=20, random_state=0).price,
                                                             strict=True))[:4] == pytest.approx([0.45, 0.45, 0.5, 0.5],
                                                                                                abs=0.01)
+
+
+def test_the_vector_store_lives_on_a_chroma_server_when_configured(tmp_path: Path, demo) -> None:
+    """A real ``chroma run`` on 127.0.0.1: the store syncs to it and answers from it as the embedded one does."""
+    import shutil
+    import subprocess
+    import time
+    import urllib.request
+
+    from conftest import free_port
+    from pricer.agents.config import VectorStoreConfig
+    from pricer.agents.vectorstore import configured_store
+
+    chroma = shutil.which("chroma") or str(Path(sys.executable).with_name("chroma"))
+    if not Path(chroma).exists():
+        pytest.skip("the chroma CLI is not installed")
+    port = free_port()
+    server = subprocess.Popen([chroma, "run", "--path", str(tmp_path / "server-data"), "--host", "127.0.0.1",
+                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "chroma run did not start"
+                time.sleep(0.3)
+        settings = VectorStoreConfig.model_validate(
+            {"path": str(tmp_path / "unused"), "server": {"host": "127.0.0.1", "port": port}})
+        train = demo["train"].head(40)
+        store = configured_store(settings, cache_dir=None)
+        assert store.sync(train).added == 40 and store.location == f"http://127.0.0.1:{port}"
+        reopened = configured_store(settings, cache_dir=None)
+        item = train.iloc[5]
+        found = reopened.neighbours([item["full_text"] + " (new listing)"], 3)[0]
+        assert reopened.count() == 40 and found[0] == (item["full_text"], item["price"])
+        assert not (tmp_path / "unused").exists()  # nothing embedded on this machine
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -138,10 +138,23 @@ class AgentsSection(StrictModel):
     regressor: RegistryAgentConfig | None = RegistryAgentConfig(model="pricer-regressor")
 
 
+class ChromaServerConfig(StrictModel):
+    """A Chroma server (``chroma run --path DIR --host H --port P``) that holds the collection, for agents,
+    services and UIs on several machines; ``path`` is then unused."""
+
+    host: str = Field(min_length=1, description="the server's host name or address")
+    port: int = Field(8000, ge=1, le=65535, description="its port")
+    ssl: bool = Field(False, description="https rather than http")
+    token_env: str | None = Field(None, description=(
+        "the NAME of the environment variable holding a token sent as Authorization: Bearer (null: none)"))
+
+
 class VectorStoreConfig(StrictModel):
     """The Chroma collection of the curated training products (the UI's map of the catalog)."""
 
     path: Path = Path("data/vectorstore")
+    server: ChromaServerConfig | None = Field(None, description=(
+        "a Chroma server to hold the collection instead of the embedded store at path (null: embedded)"))
     collection: str = Field("products", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{1,62}[A-Za-z0-9]$")
     source: Path = Path("data/curated/train.parquet")
     batch_size: int = Field(256, gt=0, description="texts embedded (and written) per batch")

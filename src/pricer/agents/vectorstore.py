@@ -26,8 +26,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pricer.agents.config import ChromaServerConfig
 from pricer.core.files import file_digest
 from pricer.core.schema import texts as product_texts
+from pricer.core.secrets import secret_from_env
 from pricer.models.embedding_cache import DEFAULT_CACHE_DIR
 
 log = logging.getLogger(__name__)
@@ -50,7 +52,7 @@ def configured_store(settings: Any, root: Path | None = None,
 
     embedder = embedder_for(settings.embedding, cache_dir)
     return ProductStore((root or Path()) / settings.path, settings.collection, embedder=embedder,
-                        batch_size=settings.batch_size)
+                        batch_size=settings.batch_size, server=settings.server)
 
 
 @dataclass
@@ -67,9 +69,11 @@ class ProductStore:
     """A persistent Chroma collection of products with prices; ``neighbours`` answers RAG queries."""
 
     def __init__(
-        self, path: str | Path, collection: str = "products", embedder: Any = None, batch_size: int = 256
+        self, path: str | Path, collection: str = "products", embedder: Any = None, batch_size: int = 256,
+        server: ChromaServerConfig | None = None,
     ) -> None:
         self.path = Path(path)
+        self.server = server
         self.collection_name = collection
         self.batch_size = batch_size
         self._embedder = embedder
@@ -90,15 +94,27 @@ class ProductStore:
             import chromadb
             from chromadb.config import Settings
 
-            self.path.mkdir(parents=True, exist_ok=True)
-            self._client = chromadb.PersistentClient(
-                path=str(self.path), settings=Settings(anonymized_telemetry=False, allow_reset=False)
-            )
+            settings = Settings(anonymized_telemetry=False, allow_reset=False)
+            if self.server is not None:
+                token = secret_from_env("vectorstore.server.token_env", self.server.token_env)
+                self._client = chromadb.HttpClient(
+                    host=self.server.host, port=self.server.port, ssl=self.server.ssl, settings=settings,
+                    headers={"Authorization": f"Bearer {token}"} if token else None)
+            else:
+                self.path.mkdir(parents=True, exist_ok=True)
+                self._client = chromadb.PersistentClient(path=str(self.path), settings=settings)
             # embedding_function=None: vectors always come from our embedder, never Chroma's download.
             self._collection = self._client.get_or_create_collection(
                 self.collection_name, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
             )
         return self._collection
+
+    @property
+    def location(self) -> str:
+        """Where the collection lives, for logs: the server's address or the embedded store's folder."""
+        if self.server is None:
+            return str(self.path)
+        return f"{'https' if self.server.ssl else 'http'}://{self.server.host}:{self.server.port}"
 
     def count(self) -> int:
         return int(self.collection.count())
@@ -160,7 +176,7 @@ class ProductStore:
         report = SyncReport(len(items), len(present), len(new), time.perf_counter() - started, products=self.count())
         log.info(
             "vector store %s: %d products, %d added, %d already there (%.1f s)",
-            self.path,
+            self.location,
             self.count(),
             report.added,
             report.already_present,
@@ -192,7 +208,7 @@ class ProductStore:
         # Vectors of another embedder live in another space (another width, even): an incremental sync
         # would mix them, so the store starts again.
         if self._other_embedder():
-            log.warning("vector store %s was built with another embedding: rebuilding it", self.path)
+            log.warning("vector store %s was built with another embedding: rebuilding it", self.location)
             self._client.delete_collection(self.collection_name)
             self._collection = None
 

@@ -156,7 +156,7 @@ def open_store(config: AgentsConfig) -> ProductStore | None:
     from pricer.agents.vectorstore import configured_store
 
     settings = config.vectorstore
-    if not settings.path.exists():
+    if settings.server is None and not settings.path.exists():
         log.warning("no vector store at %s (pricer vectorstore builds it): quotes cite no neighbours", settings.path)
         return None
     # No disk cache for the queries: a caller's product is embedded once, and a cache write per request cost
