@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import flow, task, unmapped
 from prefect.artifacts import create_table_artifact
-from prefect_dask import DaskTaskRunner
 
 from pricer.stages import curate_shards, dvc_runner
 from pricer.stages.curate import output_digests
 from pricer.stages.params import load_params
+
+if TYPE_CHECKING:
+    from prefect_dask import DaskTaskRunner
 
 
 @task(retries=2, retry_delay_seconds=5)
@@ -77,6 +79,8 @@ def curate_sharded_flow(root: str = ".", params_path: str = "params.yaml") -> di
 
 def dask_runner(params_path: str) -> DaskTaskRunner:
     """The cluster at curate.shards.address (or PRICER_DASK_ADDRESS), else a local one of worker processes."""
+    from prefect_dask import DaskTaskRunner  # dask loads only for a sharded run, not for every pipeline
+
     shards = curate_shards.shard_settings(params_path)
     if shards.address:
         return DaskTaskRunner(address=shards.address)
