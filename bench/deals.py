@@ -70,6 +70,8 @@ def main() -> None:
     )
     parser.add_argument("--no-frontier", action="store_true")
     parser.add_argument("--k", type=int, default=5, help="neighbours in the frontier prompt")
+    parser.add_argument("--embedding", choices=("minilm", "static"), default="minilm",
+                        help="the embedding kind of the frontier's index and the vector store")
     parser.add_argument(
         "--specialist",
         type=Path,
@@ -80,6 +82,8 @@ def main() -> None:
     parser.add_argument("--tracking-uri", default=None, help="use the champions registered in this store")
     parser.add_argument("--data-dir", type=Path, default=None, help="curated data (default: a demo catalog)")
     parser.add_argument("--demo-items", type=int, default=1500)
+    parser.add_argument("--vectorstore", type=Path, default=None,
+                        help="a vector store folder to use (synced first: unchanged data is not re-embedded)")
     parser.add_argument("--no-trace", action="store_true", help="run the cycles without MLflow tracing")
     parser.add_argument("--out", type=Path, default=None, help="also write the results here as JSON")
     args = parser.parse_args()
@@ -98,7 +102,9 @@ def main() -> None:
     from pricer.agents.config import AgentsConfig
     from pricer.agents.planner import Planner
 
+    embedding = {"kind": args.embedding}
     tmp = Path(tempfile.mkdtemp(prefix="bench-deals-"))
+    store_dir = args.vectorstore or tmp / "vectorstore"
     data_dir = args.data_dir or demo_data(tmp, args.demo_items)
     train = pd.read_parquet(data_dir / "train.parquet")
     items = pd.concat([pd.read_parquet(data_dir / "test.parquet"), pd.read_parquet(data_dir / "val.parquet")])
@@ -139,7 +145,7 @@ def main() -> None:
         from pricer.agents.vectorstore import ProductStore
         from pricer.core.config import validate
         from pricer.frontier.config import FrontierConfig
-        from pricer.models.embeddings import get_embedder
+        from pricer.models.embeddings import embedder_for
         from pricer.models.neighbours import NeighbourIndex
         from pricer.serving.frontier import log_frontier_model
         from pricer.tracking.runs import configure
@@ -148,13 +154,14 @@ def main() -> None:
         endpoint = validate(FrontierConfig, {
             "name": "fake", "model": "gpt-fake", "base_url": fake.base_url, "api_key_env": None, "cache_dir": None,
             "cost_log": None, "max_concurrency": 16, "timeout_s": 30, "usd_per_1m_input": 0.15,
-            "usd_per_1m_output": 0.6, "k_neighbours": args.k}, "bench")
+            "usd_per_1m_output": 0.6, "k_neighbours": args.k, "embedding": embedding}, "bench")
         started = time.perf_counter()
-        index = NeighbourIndex.build(train, get_embedder()) if args.k else None
+        embedder = embedder_for(endpoint.embedding)
+        index = NeighbourIndex.build(train, embedder) if args.k else None
         with mlflow.start_run(experiment_id=configure(), run_name="bench-frontier") as run:
             info = log_frontier_model(endpoint, index)
         make_champion(info.model_uri, run.info.run_id, "pricer-frontier", 0.0, "bench")
-        ProductStore(tmp / "vectorstore").sync(data_dir / "train.parquet")
+        ProductStore(store_dir, embedder=embedder).sync(data_dir / "train.parquet")
         store_note = (f"frontier with {args.k} neighbours from its own index; index and vector store of "
                       f"{len(train)} products built in {time.perf_counter() - started:.1f} s")
     print(store_note, file=sys.stderr)
@@ -165,7 +172,8 @@ def main() -> None:
             {
                 "feeds": server.feeds_config(broken=False, missing=False),
                 "scanner": {"timeout_s": 10, "concurrency": 8, "max_deals_per_feed": args.deals},
-                "vectorstore": {"path": str(tmp / "vectorstore"), "source": str(data_dir / "train.parquet")},
+                "vectorstore": {"path": str(store_dir), "source": str(data_dir / "train.parquet"),
+                                "embedding": embedding},
                 "planner": {"discount_threshold": 0.35},
                 "memory": {"path": str(tmp / "memory.sqlite")},
                 "messenger": {"kind": "webhook", "url": receiver.url, "url_env": None},

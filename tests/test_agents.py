@@ -781,6 +781,18 @@ def test_the_vector_store_syncs_incrementally_persists_and_answers_neighbours(
     assert list(projection.columns[:3]) == ["pc1", "pc2", "pc3"] and projection["pc3"].std() > 0
 
 
+def test_a_store_smaller_than_k_answers_what_it_holds_and_an_empty_one_nothing(tmp_path: Path, demo, embedder) -> None:
+    from pricer.agents.vectorstore import ProductStore
+
+    store = ProductStore(tmp_path / "vs", embedder=embedder)
+    assert store.neighbours(["a kettle"], 5) == [[]]
+    two = demo["train"].head(2)
+    store.sync(two)
+    found = store.neighbours(["a kettle", two.iloc[0]["full_text"]], 5)
+    assert len(found[0]) == 2 and {price for _, price in found[0]} == set(two["price"])
+    assert len(found[1]) == 1  # the very item asked about is never among its neighbours
+
+
 # --------------------------------------------------------------------------- schedules and the flow
 
 

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -130,3 +135,45 @@ def test_only_jsonl_sources_without_a_limit_are_sharded(tmp_path: Path) -> None:
     source = multi_file_source(tmp_path / "source")
     with pytest.raises(ConfigError, match="limit"):
         plan_shards(CurateConfig(source=JsonlSourceConfig(paths=[source], limit=10)), tmp_path)
+
+
+KILLED_CHILD = """
+import sys
+from pathlib import Path
+from pricer.data.config import CurateConfig
+from pricer.data.shards import curate_sharded
+curate_sharded(CurateConfig.model_validate_json(sys.argv[1]), Path(sys.argv[2]))
+"""
+
+
+def test_a_sharded_run_killed_midway_resumes_without_curating_a_finished_shard_again(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    source.mkdir()
+    records = [json.dumps(product(f"Kettle Model {i - 3 if i % 10 == 9 else i}", 5 + (i % 400) * 2.5))
+               for i in range(12_000)]  # every tenth repeats a product three lines before it
+    (source / "catalog.jsonl").write_text("\n".join(records) + "\n")
+    one = curate(config_in(tmp_path / "one", source))
+    config = config_in(tmp_path / "many", source, shards={"work_dir": tmp_path / "shards", "lines_per_shard": 1500})
+    total = len(plan_shards(config, tmp_path))
+    child = subprocess.Popen([sys.executable, "-c", KILLED_CHILD, config.model_dump_json(), str(tmp_path)])
+    first = tmp_path / "shards" / "00000" / "shard.json"
+    deadline = time.monotonic() + 120
+    while not first.exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if child.poll() is None:
+        os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    finished = {marker.parent.name: marker.parent.joinpath("report.json").stat().st_mtime_ns
+                for marker in (tmp_path / "shards").glob("*/shard.json")}
+    assert 1 <= len(finished) < total, "the kill came after the first shard and before the last"
+
+    many = curate_sharded(config, tmp_path)
+    for name, written in finished.items():  # a finished shard is read, not curated again
+        assert (tmp_path / "shards" / name / "report.json").stat().st_mtime_ns == written
+    assert len(list((tmp_path / "shards").glob("*/shard.json"))) == total
+    assert_same_curation(tmp_path / "one", tmp_path / "many", one, many)
+
+    changed = config.model_copy(update={"min_chars": config.min_chars + 1})
+    curate_sharded(changed, tmp_path)  # other settings: every shard is curated again
+    for name, written in finished.items():
+        assert (tmp_path / "shards" / name / "report.json").stat().st_mtime_ns != written

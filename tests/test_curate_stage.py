@@ -58,6 +58,9 @@ def test_cli_dvc_and_prefect_flow_produce_identical_outputs(dvc_workspace: Path,
     assert latest.data.metrics["kept"] + latest.data.metrics["rejected"] == latest.data.metrics["read"]
     assert latest.data.tags["dvc.md5.quarantine.jsonl"] == by_cli["data/quarantine.jsonl"]
     assert {i.dataset.name for i in latest.inputs.dataset_inputs} == {"curated-train", "curated-val", "curated-test"}
+    # Each logged split is named by its file's md5, the hash DVC keeps: a changed text changes it.
+    assert {i.dataset.name: i.dataset.digest for i in latest.inputs.dataset_inputs} == {
+        f"curated-{split}": latest.data.tags[f"dvc.md5.{split}.parquet"] for split in ("train", "val", "test")}
     artifacts = [a.path for a in client.list_artifacts(latest.info.run_id)]
     assert "curation.json" in artifacts
 

@@ -13,7 +13,8 @@ from pricer.core.errors import ConfigError
 from pricer.data.demo import generate_catalog
 from pricer.models.classic import MeanPrice, MeanSpec, TfidfLRSpec
 from pricer.models.features import EngineeredFeatures, parse_weight_pounds, row_keys, unit_features
-from pricer.models.neighbours import KnnSpec
+from pricer.models.base import sample_rows
+from pricer.models.neighbours import KnnSpec, NearestPrices
 from pricer.models.reference import course_weight_pounds
 from pricer.models.specs import SPEC_CLASSES, SPECS, model_spec
 from pricer.models.stack import Stack, StackSpec
@@ -223,3 +224,45 @@ def test_the_same_seed_gives_the_same_prices_twice(
     again = build_model(kind, **SMALL.get(kind, {})).fit(splits["train"], splits["val"])
     items = splits["test"]
     np.testing.assert_allclose(again.predict(items), fitted[kind].predict(items), rtol=1e-9)
+
+
+def test_a_sample_of_rows_is_seeded_sorted_distinct_and_whole_when_small() -> None:
+    sample = sample_rows(1000, 100, seed=3)
+    assert len(sample) == len(set(sample)) == 100 and (np.diff(sample) > 0).all() and sample.max() < 1000
+    np.testing.assert_array_equal(sample, sample_rows(1000, 100, seed=3))
+    assert not np.array_equal(sample, sample_rows(1000, 100, seed=4))
+    np.testing.assert_array_equal(sample_rows(50, 100, seed=3), np.arange(50))
+    np.testing.assert_array_equal(sample_rows(50, None, seed=3), np.arange(50))
+
+
+def test_an_svr_with_a_training_cap_fits_on_that_many_items_only(splits: dict[str, pd.DataFrame]) -> None:
+    static = {"embedding": {"kind": "static"}}
+    capped = build_model("embed_svr", max_train_items=150, **static).fit(splits["train"])
+    assert capped.pipeline_[-1].shape_fit_[0] == 150
+    whole = build_model("embed_svr", **static).fit(splits["train"])
+    assert whole.pipeline_[-1].shape_fit_[0] == len(splits["train"])
+    assert _mae(capped, splits["test"]) < _mae(MeanSpec().build().fit(splits["train"]), splits["test"])
+
+
+def test_a_neighbour_pool_caps_the_rows_each_knn_search_reads(splits: dict[str, pd.DataFrame]) -> None:
+    vectors = np.random.default_rng(0).normal(size=(500, 8)).astype(np.float32)
+    prices = np.arange(500, dtype=float)
+    pooled = NearestPrices(k=5, max_reference=120, seed=1).fit(vectors, prices)
+    assert pooled.vectors_.shape == (120, 8) and set(pooled.y_) <= set(prices)
+    assert NearestPrices(k=5).fit(vectors, prices).vectors_ is vectors  # no pool: no copy
+    boost = build_model("boost", neighbour_pool=200, n_words=0, n_estimators=50, n_bags=1,
+                        embedding={"kind": "static"}).fit(splits["train"])
+    assert boost.learners_.word_neighbours.vectors_.shape[0] == 200
+    assert boost.learners_.embedding_neighbours.vectors_.shape[0] == 200
+    knn = build_model("knn", neighbour_pool=100, embedding={"kind": "static"}).fit(splits["train"])
+    assert knn.neighbours_.vectors_.shape[0] == 100
+
+
+def test_the_stage_keeps_a_fitted_model_for_later_only_where_a_stack_reuses_it() -> None:
+    from pricer.stages.baselines import stack_may_reuse
+
+    specs = [model_spec("random"), model_spec({"kind": "tfidf_lr", "alpha": 2.0}),
+             model_spec({"kind": "stack", "members": [{"kind": "tfidf_lr", "alpha": 2.0}, "mean"]})]
+    assert [stack_may_reuse(spec.build(), specs) for spec in specs] == [False, True, False]
+    assert not stack_may_reuse(model_spec("tfidf_lr").build(), specs)  # other settings: trained again
+    assert not stack_may_reuse(model_spec("mean").build(), specs[:2])  # no stack: nothing is kept

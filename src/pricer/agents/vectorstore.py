@@ -220,14 +220,11 @@ class ProductStore:
         """The k most similar stored products of each text, as (text, price), best first."""
         if k <= 0 or not texts:
             return [[] for _ in texts]
-        total = self.count()
-        if total == 0:
-            return [[] for _ in texts]
         if vectors is None:
             vectors = np.asarray(self.embedder.embed(list(texts)), dtype=np.float32)
-        found = self.collection.query(
-            query_embeddings=vectors, n_results=min(total, k + 1), include=["documents", "metadatas"]
-        )
+        # No count() first: Chroma answers a store smaller than k + 1 (or empty) with what it has, and
+        # the count cost as much as the query's own search (bench/scale.py).
+        found = self.collection.query(query_embeddings=vectors, n_results=k + 1, include=["documents", "metadatas"])
         results: list[list[tuple[str, float]]] = []
         for text, documents, metadatas in zip(texts, found["documents"], found["metadatas"], strict=True):
             pairs = [

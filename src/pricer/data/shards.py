@@ -22,6 +22,7 @@ line numbers of the origins order them, and shards follow the source's file orde
 from __future__ import annotations
 
 import gzip
+import hashlib
 import heapq
 import json
 import logging
@@ -30,6 +31,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, closing
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pricer.core.errors import ConfigError, DataError
+from pricer.core.files import atomic_write_json, json_safe
 from pricer.core.schema import SPLITS
 from pricer.data.config import BalanceConfig, CurateConfig, JsonlSourceConfig
 from pricer.data.curate import (
@@ -132,17 +135,46 @@ def shard_dir(config: CurateConfig, root: Path, shard: Shard) -> Path:
 
 
 def curate_shard(config: CurateConfig, root: Path, shard: Shard) -> Path:
-    """Curate one shard into its own folder (splits, quarantine, report); balancing waits for the merge."""
+    """Curate one shard into its own folder (splits, quarantine, report); balancing waits for the merge.
+
+    A shard whose folder already holds the outputs of the same lines, settings and curation code is not
+    curated again: a rerun after a kill or a failed merge picks up where the last one stopped."""
     folder = shard_dir(config, root, shard)
     shard_config = config.model_copy(update={
         "source": JsonlSourceConfig(paths=[Path(shard.path)]), "balance": BalanceConfig(), "accepted_dir": None,
         "workers": 1,  # the shards are the parallelism (and a dask worker's process may not fork a pool)
         "output_dir": folder, "quarantine_path": folder / "quarantine.jsonl", "report_path": folder / "report.json",
     })
+    fingerprint = json_safe(_fingerprint(shard_config, shard))
+    done = folder / DONE
+    if done.exists() and json.loads(done.read_text()) == fingerprint:
+        log.info("shard %s: already curated from the same lines and settings", shard.name)
+        return folder
     report = curate(shard_config, root, shard_stream(shard))
+    atomic_write_json(done, fingerprint)  # after the outputs: a kill between the two only redoes this shard
     log.info("shard %s (%s lines %d-%s): kept %d of %d", shard.name, Path(shard.path).name, shard.start,
              shard.stop or "end", report["kept"], report["read"])
     return folder
+
+
+DONE = "shard.json"  # a finished shard's fingerprint, written once its outputs are all in place
+
+
+def _fingerprint(shard_config: CurateConfig, shard: Shard) -> dict[str, Any]:
+    """What a shard's outputs depend on: its lines (the file's size and mtime, as make and DVC's quick check
+    read them), the settings and the curation code."""
+    stat = Path(shard.path).stat()
+    return {"shard": shard.to_dict(), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+            "config": shard_config.model_dump(mode="json"), "code": _curation_code_digest()}
+
+
+@lru_cache(maxsize=1)
+def _curation_code_digest() -> str:
+    digest = hashlib.sha256()
+    for package in (Path(__file__).parent, Path(__file__).parents[1] / "core"):
+        for path in sorted(package.glob("*.py")):
+            digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
 
 
 class _Merge:

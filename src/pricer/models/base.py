@@ -137,6 +137,14 @@ def effective_params(model: BaseEstimator, prefix: str = "") -> dict[str, _Scala
 # --- building blocks ----------------------------------------------------------------------------
 
 
+def sample_rows(n_rows: int, max_rows: int | None, seed: int) -> np.ndarray:
+    """The sorted row numbers of a seeded uniform sample of at most ``max_rows`` of ``n_rows`` (all when
+    fewer, or when ``max_rows`` is None): the one documented cap for a fit that grows faster than N log N."""
+    if max_rows is None or n_rows <= max_rows:
+        return np.arange(n_rows)
+    return np.sort(np.random.default_rng(seed).choice(n_rows, max_rows, replace=False))
+
+
 def embedding_features(embedding: EmbeddingConfig | None = None) -> EmbeddingFeatures:
     """The texts' vectors of the kind ``embedding`` names (None: MiniLM), through the shared cached embedder."""
     return EmbeddingFeatures(embedding=None if embedding is None else embedding.model_dump(mode="json"))

@@ -25,7 +25,7 @@ from pricer.models.base import (
     xgb,
 )
 from pricer.models.features import EngineeredFeatures, title_groups
-from pricer.models.neighbours import NearestPrices
+from pricer.models.neighbours import NEIGHBOUR_POOL, NearestPrices
 
 
 class TextRidgeSpec(PriceModelSpec):
@@ -71,6 +71,7 @@ class BoostSpec(EmbeddingSpec):
     kind: Literal["boost"] = "boost"
     n_folds: int = Field(5, ge=2, description="title-grouped folds for the out-of-fold kNN and ridge inputs")
     k: int = Field(30, gt=0, description="neighbours per kNN feature set")
+    neighbour_pool: int | None = Field(None, gt=0, description=NEIGHBOUR_POOL)
     ridge_alpha: float = Field(1.0, gt=0, description="the penalty of the TF-IDF ridge input")
     n_estimators: int = Field(400, gt=0, description="boosting rounds per booster")
     learning_rate: float = Field(0.05, gt=0, le=1, description="the boosting step")
@@ -142,9 +143,11 @@ class Boost(LogPriceModel):
         return _Inputs(embed(items, self.spec.embedding) if self.spec.embeddings else None, word, joined(word, char))
 
     def _fit_learners(self, inputs: _Inputs, y: np.ndarray) -> _Learners:
+        spec = self.spec
         return _Learners(
-            NearestPrices(self.spec.k).fit(inputs.vectors, y) if inputs.vectors is not None else None,
-            NearestPrices(self.spec.k).fit(inputs.word, y),
+            NearestPrices(spec.k, max_reference=spec.neighbour_pool, seed=spec.seed).fit(inputs.vectors, y)
+            if inputs.vectors is not None else None,
+            NearestPrices(spec.k, max_reference=spec.neighbour_pool, seed=spec.seed).fit(inputs.word, y),
             Ridge(alpha=self.spec.ridge_alpha).fit(inputs.both, y),
         )
 

@@ -20,6 +20,7 @@ from pricer.models.base import (
     PriceModelSpec,
     embedding_step,
     engineered_step,
+    sample_rows,
     texts_step,
     word_tfidf,
     xgb,
@@ -126,6 +127,10 @@ class EmbedSVRSpec(EmbeddingSpec):
     kind: Literal["embed_svr"] = "embed_svr"
     C: float = Field(3.0, gt=0, description="the SVR's inverse regularisation")
     epsilon: float = Field(0.1, ge=0, description="the width of the SVR's no-penalty tube, in log price")
+    max_train_items: int | None = Field(None, gt=0, description=(
+        "fit on a seeded uniform sample of at most this many training items (null: all): a kernel SVR's fit "
+        "grows as N^2 to N^3, so a catalog of 100k+ items needs one (bench/scale.py)"))
+    seed: int = Field(42, description="the sample's random state")
 
     def build(self) -> EmbedSVR:
         return EmbedSVR(self)
@@ -136,6 +141,10 @@ class EmbedSVR(PipelineModel):
 
     def pipeline(self) -> Pipeline:
         return make_pipeline(embedding_step(self.spec.embedding), SVR(C=self.spec.C, epsilon=self.spec.epsilon, cache_size=1000))
+
+    def _fit_log(self, train: pd.DataFrame, y: np.ndarray) -> None:
+        rows = sample_rows(len(train), self.spec.max_train_items, self.spec.seed)
+        super()._fit_log(train.iloc[rows], y[rows])
 
 
 class EmbedRFSpec(EmbeddingSpec):

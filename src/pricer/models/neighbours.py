@@ -20,7 +20,7 @@ from scipy import sparse
 from scipy.sparse import csr_matrix
 from sklearn.base import BaseEstimator
 
-from pricer.models.base import EmbeddingSpec, LogPriceModel, embed
+from pricer.models.base import EmbeddingSpec, LogPriceModel, embed, sample_rows
 
 
 def top_k(queries: np.ndarray | csr_matrix, vectors: np.ndarray | csr_matrix, k: int,
@@ -39,18 +39,26 @@ def top_k(queries: np.ndarray | csr_matrix, vectors: np.ndarray | csr_matrix, k:
 class NearestPrices(BaseEstimator):
     """Cosine nearest neighbours summarised as log-price features: the similarity-weighted mean and
     median of the k nearest log prices, their spread, the nearest one's log price and similarity, and
-    the mean similarity (how familiar the item is)."""
+    the mean similarity (how familiar the item is).
+
+    The search is exact, so it costs queries x reference rows: ``max_reference`` keeps a seeded sample of
+    at most that many reference rows (None: all), which keeps a large catalog's cost linear in N."""
 
     n_features = 6
 
-    def __init__(self, k: int = 15, temperature: float = 0.05) -> None:
+    def __init__(self, k: int = 15, temperature: float = 0.05, max_reference: int | None = None,
+                 seed: int = 0) -> None:
         self.k = k
         self.temperature = temperature
+        self.max_reference = max_reference
+        self.seed = seed
 
     def fit(self, vectors: np.ndarray | csr_matrix, y: np.ndarray) -> Self:
-        is_sparse = sparse.issparse(vectors)
-        self.vectors_ = sparse.csr_matrix(vectors) if is_sparse else np.asarray(vectors, np.float32)
-        self.y_ = np.asarray(y, dtype=float)
+        vectors = sparse.csr_matrix(vectors) if sparse.issparse(vectors) else np.asarray(vectors, np.float32)
+        y = np.asarray(y, dtype=float)
+        rows = sample_rows(vectors.shape[0], self.max_reference, self.seed)
+        sampled = len(rows) < vectors.shape[0]  # no copy of a whole reference set
+        self.vectors_, self.y_ = (vectors[rows], y[rows]) if sampled else (vectors, y)
         return self
 
     def transform(self, vectors: np.ndarray | csr_matrix) -> np.ndarray:
@@ -76,12 +84,17 @@ def _weighted_median(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return values[np.arange(len(values)), below_half.sum(axis=1)]
 
 
+NEIGHBOUR_POOL = ("search neighbours among a seeded sample of at most this many training items (null: all): "
+                  "the exact search costs N x pool, so without one a catalog's fit grows as N^2 (bench/scale.py)")
+
+
 class KnnSpec(EmbeddingSpec):
     """The similarity-weighted mean log price of the k nearest training items in embedding space."""
 
     kind: Literal["knn"] = "knn"
     k: int = Field(15, gt=0, description="neighbours per item")
     temperature: float = Field(0.05, gt=0, description="the softmax temperature over similarities")
+    neighbour_pool: int | None = Field(None, gt=0, description=NEIGHBOUR_POOL)
 
     def build(self) -> KnnPrice:
         return KnnPrice(self)
@@ -91,7 +104,8 @@ class KnnPrice(LogPriceModel):
     spec: KnnSpec
 
     def _fit_log(self, train: pd.DataFrame, y: np.ndarray) -> None:
-        self.neighbours_ = NearestPrices(self.spec.k, self.spec.temperature).fit(embed(train, self.spec.embedding), y)
+        self.neighbours_ = NearestPrices(self.spec.k, self.spec.temperature,
+                                        self.spec.neighbour_pool).fit(embed(train, self.spec.embedding), y)
 
     def predict_log(self, items: pd.DataFrame) -> np.ndarray:
         return self.neighbours_.transform(embed(items, self.spec.embedding))[:, 0]

@@ -24,7 +24,7 @@ from pricer.core.files import atomic_write_json
 from pricer.core.metrics import compute_metrics
 from pricer.core.schema import SPLITS
 from pricer.models.base import PriceModel, PriceModelSpec, effective_params
-from pricer.models.stack import Stack
+from pricer.models.stack import Stack, StackSpec
 from pricer.serving.price_model import log_price_model
 from pricer.stages.harness import publish_plot_data
 from pricer.stages.params import BaselinesConfig, load_params
@@ -102,6 +102,13 @@ def train_and_log(spec: PriceModelSpec, splits: Splits, reports_dir: Path,
     return trained, model
 
 
+def stack_may_reuse(model: PriceModel, specs: Sequence[PriceModelSpec]) -> bool:
+    """Whether a stack among ``specs`` has a member with this model's settings (``Stack.reusing`` takes it)."""
+    settings = model.spec.settings()
+    return any(member.settings() == settings for spec in specs if isinstance(spec, StackSpec)
+               for member in spec.members)
+
+
 def write_summary(path: Path, trained: list[TrainedModel], result: StageResult | None) -> dict[str, Any]:
     summary = {"models": {model.name: model.summary() for model in trained},
                "promotion": result.summary() if result is not None else None}
@@ -129,7 +136,8 @@ def run_baselines(params_path: Path = Path("params.yaml"), data_dir: Path | None
         for spec in specs:
             result, model = train_and_log(spec, splits, config.reports_dir, fitted)
             trained.append(result)
-            fitted.append(model)
+            if stack_may_reuse(model, specs):
+                fitted.append(model)  # the rest are freed once logged: at 400k items a forest alone is GBs
         best = min(trained, key=lambda model: model.val_mae)
         publish_plot_data(config.reports_dir, best.name)
         outcome = gate(best.candidate, config.register_as, splits.test, config.gate)
