@@ -53,6 +53,10 @@ class PriceModelSpec(StrictModel):
         """The hyperparameters alone (what two specs of one model share)."""
         return self.model_dump(mode="json", exclude={"name"})
 
+    def same_model(self, other: PriceModelSpec) -> bool:
+        """Whether a model fitted to ``other`` is one fitted to this spec (names aside): what a stack reuses."""
+        return self.settings() == other.settings()
+
 
 class EmbeddingSpec(PriceModelSpec):
     """A kind that reads sentence embeddings: ``embedding`` picks which (``kind: minilm`` or ``static``)."""

@@ -80,7 +80,7 @@ class Stack(LogPriceModel):
 
     def _member(self, spec: PriceModelSpec, train: pd.DataFrame) -> PriceModel:
         for model in self.reused:
-            if model.spec.settings() == spec.settings() and model.is_fitted:
+            if model.spec.same_model(spec) and model.is_fitted:
                 return model
         return spec.build().fit(train)
 

@@ -104,8 +104,7 @@ def train_and_log(spec: PriceModelSpec, splits: Splits, reports_dir: Path,
 
 def stack_may_reuse(model: PriceModel, specs: Sequence[PriceModelSpec]) -> bool:
     """Whether a stack among ``specs`` has a member with this model's settings (``Stack.reusing`` takes it)."""
-    settings = model.spec.settings()
-    return any(member.settings() == settings for spec in specs if isinstance(spec, StackSpec)
+    return any(model.spec.same_model(member) for spec in specs if isinstance(spec, StackSpec)
                for member in spec.members)
 
 
