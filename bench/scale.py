@@ -20,7 +20,7 @@ processes, e.g. curation's pool):
   the fake frontier (200 ms a request) retrieving from the same store.
 
 The scale profile, which each model run records in its params (``model.*``): every embedding consumer
-reads ``kind: static`` (MiniLM would spend ~40 min of 2 cores on 400k texts, before any model trains);
+reads ``kind: static`` (MiniLM took ~4 min for 13k texts here: ~2 hours for 400k, before any model trains);
 ``embed_svr`` fits on a seeded sample of ``--svr-sample`` items (a kernel SVR's fit grows as N^2 to
 N^3); the boosts' exact kNN features search a seeded pool of ``--neighbour-pool`` training items (N x
 pool instead of N^2). Below those sizes the profile is the defaults with static embeddings.
