@@ -347,8 +347,10 @@ def test_cycles_killed_at_random_points_lose_nothing_and_notify_each_deal_once(t
     keys = Counter(item["headers"]["idempotency-key"] for item in delivered)
     assert set(keys) == expected, note  # nothing lost
     assert all(item["body"]["id"] == item["headers"]["idempotency-key"] for item in delivered)
-    # A kill can strand at most the one row its cycle was sending: at most one resend per kill.
-    assert sum(n - 1 for n in keys.values()) <= len(kills) and max(keys.values()) <= 2, f"{note}: {keys}"
+    # A kill can strand at most the one row its cycle was sending: at most one resend per kill. The same
+    # row may be stranded by two kills in a row (the next cycle resends it first, oldest first, and is
+    # killed on the wire again), so the bound is on the sum, not on any one row.
+    assert sum(n - 1 for n in keys.values()) <= len(kills), f"{note}: {keys}"
 
 
 @pytest.mark.parametrize("kind", ["webhook", "ntfy", "pushover"])
