@@ -258,6 +258,39 @@ def test_a_neighbour_pool_caps_the_rows_each_knn_search_reads(splits: dict[str, 
     assert knn.neighbours_.vectors_.shape[0] == 100
 
 
+def test_a_boost_with_no_char_features_reads_words_alone(splits: dict[str, pd.DataFrame]) -> None:
+    words_only = build_model("boost", char_features=0, n_words=0, n_estimators=50, n_bags=1,
+                             embeddings=False).fit(splits["train"])
+    vocabulary = len(words_only.vectorizers_.word_.vocabulary_)
+    assert words_only.vectorizers_.char_ is None and words_only.learners_.ridge.coef_.shape == (vocabulary,)
+    assert _mae(words_only, splits["test"]) < 0.7 * _mae(MeanSpec().build().fit(splits["train"]), splits["test"])
+    ridge = build_model("text_ridge", char_features=0).fit(splits["train"])
+    assert ridge.char_ is None and ridge.ridge_.coef_.shape == (len(ridge.word_.vocabulary_),)
+
+
+@pytest.mark.parametrize("sparse_input", [False, True])
+def test_the_neighbour_search_returns_the_k_most_similar_best_first(sparse_input: bool) -> None:
+    from scipy import sparse
+
+    from pricer.models.neighbours import top_k
+
+    rng = np.random.default_rng(5)
+    vectors = rng.normal(size=(700, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    queries = vectors[rng.choice(700, 300, replace=False)] + rng.normal(scale=0.3, size=(300, 16)).astype(np.float32)
+    exact = queries @ vectors.T
+    if sparse_input:
+        queries, vectors = sparse.csr_matrix(queries), sparse.csr_matrix(vectors)
+    found = list(top_k(queries, vectors, 7, block=128))
+    assert [start for start, _, _ in found] == [0, 128, 256]
+    indices = np.vstack([top for _, top, _ in found])
+    sims = np.vstack([top_sims for _, _, top_sims in found])
+    np.testing.assert_array_equal(indices, np.argsort(-exact, axis=1, kind="stable")[:, :7])
+    np.testing.assert_allclose(sims, np.take_along_axis(exact, indices, 1), rtol=1e-5)
+    assert (np.diff(sims, axis=1) <= 0).all()
+    assert next(top_k(queries[:3], vectors[:4], 7))[1].shape == (3, 4)  # fewer rows than k: all of them
+
+
 def test_the_stage_keeps_a_fitted_model_for_later_only_where_a_stack_reuses_it() -> None:
     from pricer.stages.baselines import stack_may_reuse
 

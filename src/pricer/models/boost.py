@@ -34,7 +34,7 @@ class TextRidgeSpec(PriceModelSpec):
     kind: Literal["text_ridge"] = "text_ridge"
     alpha: float = Field(1.0, gt=0, description="the ridge penalty")
     word_features: int = Field(200_000, gt=0, description="the word vocabulary's size")
-    char_features: int = Field(300_000, gt=0, description="the char n-gram vocabulary's size")
+    char_features: int = Field(300_000, ge=0, description="the char n-gram vocabulary's size (0: words only)")
 
     def build(self) -> TextRidge:
         return TextRidge(self)
@@ -46,22 +46,24 @@ class TextRidge(LogPriceModel):
     def _fit_log(self, train: pd.DataFrame, y: np.ndarray) -> None:
         self.ridge_ = Ridge(alpha=self.spec.alpha).fit(joined(*self.fit_vectorizers(train)), y)
 
-    def fit_vectorizers(self, train: pd.DataFrame) -> tuple[csr_matrix, csr_matrix]:
-        """Fit the word and char vocabularies on ``train``; returns both matrices of ``train``."""
+    def fit_vectorizers(self, train: pd.DataFrame) -> tuple[csr_matrix, csr_matrix | None]:
+        """Fit the word and char vocabularies on ``train``; returns both matrices of ``train`` (no char
+        matrix when ``char_features`` is 0)."""
         documents = texts(train)
-        self.word_, self.char_ = word_tfidf(self.spec.word_features), char_tfidf(self.spec.char_features)
-        return self.word_.fit_transform(documents), self.char_.fit_transform(documents)
+        self.word_ = word_tfidf(self.spec.word_features)
+        self.char_ = char_tfidf(self.spec.char_features) if self.spec.char_features else None
+        return self.word_.fit_transform(documents), self.char_.fit_transform(documents) if self.char_ else None
 
-    def vectorize(self, items: pd.DataFrame) -> tuple[csr_matrix, csr_matrix]:
+    def vectorize(self, items: pd.DataFrame) -> tuple[csr_matrix, csr_matrix | None]:
         documents = texts(items)
-        return self.word_.transform(documents), self.char_.transform(documents)
+        return self.word_.transform(documents), self.char_.transform(documents) if self.char_ else None
 
     def predict_log(self, items: pd.DataFrame) -> np.ndarray:
         return self.ridge_.predict(joined(*self.vectorize(items)))
 
 
-def joined(word: csr_matrix, char: csr_matrix) -> csr_matrix:
-    return sparse.hstack([word, char], format="csr")
+def joined(word: csr_matrix, char: csr_matrix | None) -> csr_matrix:
+    return word if char is None else sparse.hstack([word, char], format="csr")
 
 
 class BoostSpec(EmbeddingSpec):
@@ -73,6 +75,9 @@ class BoostSpec(EmbeddingSpec):
     k: int = Field(30, gt=0, description="neighbours per kNN feature set")
     neighbour_pool: int | None = Field(None, gt=0, description=NEIGHBOUR_POOL)
     ridge_alpha: float = Field(1.0, gt=0, description="the penalty of the TF-IDF ridge input")
+    char_features: int = Field(300_000, ge=0, description=(
+        "the char n-gram vocabulary of the TF-IDF ridge input (0: words only; char n-grams are ~90% of "
+        "the boost's vectorizing and ridge time, and of its memory, at 100k items)"))
     n_estimators: int = Field(400, gt=0, description="boosting rounds per booster")
     learning_rate: float = Field(0.05, gt=0, le=1, description="the boosting step")
     max_depth: int = Field(6, gt=0, description="the deepest tree")
@@ -103,7 +108,7 @@ class Boost(LogPriceModel):
     def _fit_log(self, train: pd.DataFrame, y: np.ndarray) -> None:
         spec = self.spec
         train = self._view(train)
-        self.vectorizers_ = TextRidgeSpec().build()
+        self.vectorizers_ = TextRidgeSpec(char_features=spec.char_features).build()
         # Vocabularies and IDF never see a price, so one fit on all of train serves every fold.
         inputs = self._inputs(train, *self.vectorizers_.fit_vectorizers(train))
         n_neighbour_sets = 2 if spec.embeddings else 1
@@ -139,7 +144,7 @@ class Boost(LogPriceModel):
         heads = [text[:self.spec.max_chars] for text in texts(items)]
         return items.drop(columns="full_text", errors="ignore").assign(text=heads)
 
-    def _inputs(self, items: pd.DataFrame, word: csr_matrix, char: csr_matrix) -> _Inputs:
+    def _inputs(self, items: pd.DataFrame, word: csr_matrix, char: csr_matrix | None) -> _Inputs:
         return _Inputs(embed(items, self.spec.embedding) if self.spec.embeddings else None, word, joined(word, char))
 
     def _fit_learners(self, inputs: _Inputs, y: np.ndarray) -> _Learners:
