@@ -148,6 +148,7 @@ def main() -> None:
         from pricer.models.embeddings import embedder_for
         from pricer.models.neighbours import NeighbourIndex
         from pricer.serving.frontier import log_frontier_model
+        from pricer.tracking.registry import champion_uri
         from pricer.tracking.runs import configure
 
         fake = FakeOpenAI(latency_s=args.latency).start()
@@ -160,6 +161,8 @@ def main() -> None:
         index = NeighbourIndex.build(train, embedder) if args.k else None
         with mlflow.start_run(experiment_id=configure(), run_name="bench-frontier") as run:
             info = log_frontier_model(endpoint, index)
+        if champion_uri("pricer-frontier") is not None:  # an earlier run's stand-in, its endpoint gone
+            mlflow.MlflowClient().delete_registered_model("pricer-frontier")
         make_champion(info.model_uri, run.info.run_id, "pricer-frontier", 0.0, "bench")
         ProductStore(store_dir, embedder=embedder).sync(data_dir / "train.parquet")
         store_note = (f"frontier with {args.k} neighbours from its own index; index and vector store of "
