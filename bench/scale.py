@@ -23,10 +23,10 @@ The scale profile, which each model run records in its params (``model.*``): eve
 reads ``kind: static`` (MiniLM took ~4 min for 13k texts here: ~2 hours for 400k, before any model trains);
 ``embed_svr`` fits on a seeded sample of ``--svr-sample`` items (a kernel SVR's fit grows as N^2 to
 N^3); the boosts' exact kNN features search a seeded pool of ``--neighbour-pool`` training items (N x
-pool instead of N^2); the boosts' TF-IDF ridge input reads words alone (``--boost-char-features 0``: the
-char n-grams were ~55% of the boost's fit at 50k, and held ~1,330 entries per item, 3 GB at 300k training
-items, for +0.8% val MAE without them). Below those sizes the profile is the defaults with static embeddings
-and words-only boosts.
+pool instead of N^2); the boosts' TF-IDF ridge input reads words alone (``--boost-char-features 0``: char
+n-grams hold ~1,330 entries per text against ~180 for words, over 3 GB at 300k training items; the README
+has both profiles' rows at 50k). Below those sizes the profile is the defaults with static embeddings and
+words-only boosts.
 
 The table's ``exp`` is the growth exponent of the wall time in the catalog's size from the size before
 (t ~ N^exp); N log N's between those sizes is a little over 1 (printed), and a stage above it by more

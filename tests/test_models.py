@@ -266,6 +266,11 @@ def test_a_boost_with_no_char_features_reads_words_alone(splits: dict[str, pd.Da
     assert _mae(words_only, splits["test"]) < 0.7 * _mae(MeanSpec().build().fit(splits["train"]), splits["test"])
     ridge = build_model("text_ridge", char_features=0).fit(splits["train"])
     assert ridge.char_ is None and ridge.ridge_.coef_.shape == (len(ridge.word_.vocabulary_),)
+    from pricer.models.boost import _Inputs
+
+    word = words_only.vectorizers_.vectorize(splits["test"])[0]
+    taken = _Inputs(None, word, word).take(np.arange(5))  # each fold's rows: words alone are copied once
+    assert taken.both is taken.word and taken.word.shape[0] == 5
 
 
 @pytest.mark.parametrize("sparse_input", [False, True])

@@ -76,8 +76,8 @@ class BoostSpec(EmbeddingSpec):
     neighbour_pool: int | None = Field(None, gt=0, description=NEIGHBOUR_POOL)
     ridge_alpha: float = Field(1.0, gt=0, description="the penalty of the TF-IDF ridge input")
     char_features: int = Field(300_000, ge=0, description=(
-        "the char n-gram vocabulary of the TF-IDF ridge input (0: words only; char n-grams are ~90% of "
-        "the boost's vectorizing and ridge time, and of its memory, at 100k items)"))
+        "the char n-gram vocabulary of the TF-IDF ridge input (0: words only, the scale profile's choice: "
+        "char n-grams hold ~1,330 entries per text against ~180 for words; see bench/scale.py)"))
     n_estimators: int = Field(400, gt=0, description="boosting rounds per booster")
     learning_rate: float = Field(0.05, gt=0, le=1, description="the boosting step")
     max_depth: int = Field(6, gt=0, description="the deepest tree")
@@ -185,7 +185,9 @@ class _Inputs:
     both: csr_matrix
 
     def take(self, rows: np.ndarray) -> _Inputs:
-        return _Inputs(self.vectors[rows] if self.vectors is not None else None, self.word[rows], self.both[rows])
+        word = self.word[rows]
+        both = word if self.both is self.word else self.both[rows]  # words alone: one matrix, one copy
+        return _Inputs(self.vectors[rows] if self.vectors is not None else None, word, both)
 
 
 @dataclass(frozen=True)
