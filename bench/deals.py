@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# The test digest the stand-in frontier champion is registered under: how a rerun knows its own.
+BENCH_DIGEST = "bench"
 sys.path[:0] = [str(REPO / "src"), str(REPO / "tests"), str(REPO)]
 
 
@@ -148,7 +150,7 @@ def main() -> None:
         from pricer.models.embeddings import embedder_for
         from pricer.models.neighbours import NeighbourIndex
         from pricer.serving.frontier import log_frontier_model
-        from pricer.tracking.registry import champion_uri
+        from pricer.tracking.registry import champion_card
         from pricer.tracking.runs import configure
 
         fake = FakeOpenAI(latency_s=args.latency).start()
@@ -161,9 +163,10 @@ def main() -> None:
         index = NeighbourIndex.build(train, embedder) if args.k else None
         with mlflow.start_run(experiment_id=configure(), run_name="bench-frontier") as run:
             info = log_frontier_model(endpoint, index)
-        if champion_uri("pricer-frontier") is not None:  # an earlier run's stand-in, its endpoint gone
+        # An earlier bench run's stand-in (its fake endpoint gone) is replaced; any other champion is kept.
+        if (card := champion_card("pricer-frontier")) is not None and card["test_digest"] == BENCH_DIGEST:
             mlflow.MlflowClient().delete_registered_model("pricer-frontier")
-        make_champion(info.model_uri, run.info.run_id, "pricer-frontier", 0.0, "bench")
+        make_champion(info.model_uri, run.info.run_id, "pricer-frontier", 0.0, BENCH_DIGEST)
         ProductStore(store_dir, embedder=embedder).sync(data_dir / "train.parquet")
         store_note = (f"frontier with {args.k} neighbours from its own index; index and vector store of "
                       f"{len(train)} products built in {time.perf_counter() - started:.1f} s")
