@@ -1,5 +1,6 @@
-"""The faster curation gives the same outputs: the head-first token cut, the cleaning regexes with
-their shortcuts, and curation in worker processes, each against the plain way it replaced."""
+"""The faster curation gives the same outputs: the head-first and the word-by-word token cuts, the
+cleaning regexes with their shortcuts, the two prefixes cleaned with their head shared, and curation
+in worker processes, each against the plain way it replaced."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ import unicodedata
 from pathlib import Path
 
 from tests.test_curate import config_for
+from tokenizers import Tokenizer, normalizers
+from transformers import PreTrainedTokenizerFast
 
 from pricer.data.config import DemoSourceConfig
 from pricer.data.curate import curate
-from pricer.data.text import scrub
+from pricer.data.text import scrub, scrub_prefixes
 from pricer.data.tokenizer import HEAD_CHARS_PER_TOKEN, builtin_tokenizer, truncate_to_tokens
+from pricer.data.word_cut import word_cutter
 
 _BOILERPLATE = re.compile(
     r"(?i)\b(?:product description|about this item|from the manufacturer|see more product details|"
@@ -58,6 +62,22 @@ def tricky_texts(n: int, seed: int = 3) -> list[str]:
     return texts
 
 
+def any_unicode_texts(n: int, seed: int = 7) -> list[str]:
+    """Code points from every plane (letters, numbers, marks, spaces, symbols, unassigned ones), the
+    surrogates left out: what the word cut must class as the Rust pre-tokenizer does."""
+    rng = random.Random(seed)
+    planes = [(0x20, 0x7F), (0xA0, 0x3000), (0x3000, 0x30000), (0xE0000, 0x110000)]
+    texts = []
+    for _ in range(n):
+        chars = []
+        for _ in range(rng.randint(0, 900)):
+            low, high = rng.choice(planes)
+            code = rng.choice([rng.randrange(low, high), 0x20, 0x0A])
+            chars.append(chr(code) if not 0xD800 <= code < 0xE000 else " ")
+        texts.append("".join(chars))
+    return texts
+
+
 def test_scrub_cleans_exactly_as_the_plain_regexes_do() -> None:
     for text in tricky_texts(600):
         assert scrub(text) == plain_scrub(text), text[:200]
@@ -70,6 +90,49 @@ def test_the_head_first_cut_is_the_cut_of_the_whole_text() -> None:
         # Long enough that the head is shorter than many texts: the head pass is what is tested.
         assert any(len(text) > budget * HEAD_CHARS_PER_TOKEN for text in texts)
         assert truncate_to_tokens(tokenizer, texts, budget) == plain_cut(tokenizer, texts, budget)
+
+
+def test_the_word_cut_is_the_cut_of_the_rust_tokenizer() -> None:
+    tokenizer = builtin_tokenizer()
+    cutter = word_cutter(tokenizer)
+    assert cutter is not None
+    texts = tricky_texts(400, seed=8) + any_unicode_texts(300)
+    for budget in (9, 32, 160):
+        expected_texts, expected_counts = plain_cut(tokenizer, texts, budget)
+        cuts = cutter.cuts(texts, budget)
+        # The word cut, where it answers, is the Rust cut; it answers for most texts (the rest hold a
+        # special token's text), so the test is of the word cut and not of the fallback.
+        assert sum(cut is not None for cut in cuts) > len(texts) / 2
+        for text, cut, expected_text, expected_count in zip(texts, cuts, expected_texts, expected_counts):
+            if cut is not None:
+                count, end = cut
+                assert (text if end is None else text[:end].rstrip()) == expected_text, text[:200]
+                assert (count if end is None else budget) == expected_count
+        assert truncate_to_tokens(tokenizer, texts, budget) == (expected_texts, expected_counts)
+
+
+def test_the_word_cut_is_left_to_the_rust_tokenizer_where_it_cannot_be_proved() -> None:
+    normalized = builtin_tokenizer()
+    backend = Tokenizer.from_str(normalized.backend_tokenizer.to_str())
+    backend.normalizer = normalizers.Lowercase()  # a normalizer could reach across the words
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend)
+    assert word_cutter(tokenizer) is None
+    texts = tricky_texts(100, seed=4)
+    assert truncate_to_tokens(tokenizer, texts, 32) == plain_cut(tokenizer, texts, 32)
+
+
+def test_two_prefixes_cleaned_with_their_head_shared_are_each_cleaned_whole() -> None:
+    # At the space the head ends at: each punctuation mark that pulls the break back, a part number
+    # whose removal leaves a newline beside the space, a combining mark, boilerplate across it.
+    at_the_cut = [f"{'lead ' * 3}{mark}{' tail' * 80}" for mark in ",.;:!?"] + [
+        f"lead {'x ' * 3}ABC12345\nnext {'tail ' * 80}", f"lead \u0301{'tail ' * 80}",
+        f"lead click here {'tail ' * 80}", f"Visit the Acme\nKitchen Store {'tail ' * 80}"]
+    for text in at_the_cut:
+        for first in range(4, 40):
+            assert scrub_prefixes(text, first, 300) == (scrub(text[:first]), scrub(text[:300])), (text[:60], first)
+    for text in tricky_texts(400, seed=11) + any_unicode_texts(100, seed=2):
+        for first, second in ((960, 2000), (2000, 960), (50, 120), (7, 300), (300, 301), (120, 120)):
+            assert scrub_prefixes(text, first, second) == (scrub(text[:first]), scrub(text[:second])), text[:200]
 
 
 def test_workers_write_the_same_files_as_one_process(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from pricer.data.config import CurateConfig
 from pricer.data.records import Product, Reason, Rejection, decode_line, has_broken_encoding, parse_record
 from pricer.data.sources import RawRecord
 from pricer.data.split import assign_split, item_id, unit_hash
-from pricer.data.text import FULL_TEXT_CHARS, raw_text, scrub
+from pricer.data.text import FULL_TEXT_CHARS, raw_text, scrub, scrub_prefixes
 from pricer.data.tokenizer import load_tokenizer, truncate_to_tokens
 
 # No tokenizer here averages more than this many characters per token on product text, so
@@ -82,8 +82,9 @@ def balance_keeps(config: CurateConfig, identity: str, category: str, price: flo
 class _Candidate:
     product: Product
     identity: str
-    raw: str  # the uncleaned text: cleaned again, cut longer, for full_text
+    raw: str  # the uncleaned text, cleaned again whole where the cut text runs short of the budget
     text: str  # cleaned, cut to max_tokens * CHARS_PER_TOKEN_CEILING raw characters; not yet to tokens
+    full_text: str  # cleaned, cut to FULL_TEXT_CHARS raw characters
 
 
 class Preparer:
@@ -120,15 +121,18 @@ class Preparer:
         if has_broken_encoding(product.title + " ".join(product.description) + " ".join(product.features)):
             return rejected(Rejection(Reason.BROKEN_ENCODING, "mojibake or U+FFFD in the text", origin, raw))
         uncleaned = raw_text(product)
-        text = scrub(uncleaned[: self._cut])
+        identity = item_id(product.title, product.brand)
+        keeps = balance_keeps(self.config, identity, product.category, product.price)
+        # A row needs both texts; a record the balance drops needs only the one that can reject it.
+        text, full_text = scrub_prefixes(uncleaned, self._cut, FULL_TEXT_CHARS) if keeps else (
+            scrub(uncleaned[: self._cut]), "")
         if len(text) < self.config.min_chars:
             detail = f"{len(text)} characters after cleaning (minimum {self.config.min_chars})"
             return rejected(Rejection(Reason.TOO_LITTLE_TEXT, detail, origin, raw))
-        identity = item_id(product.title, product.brand)
-        if not balance_keeps(self.config, identity, product.category, product.price):
+        if not keeps:
             # Dropped unless the curator finds it a duplicate first: no row, so no tokens spent on it.
             return Prepared(identity, product.price, product.title, origin, None)
-        return _Candidate(product, identity, uncleaned, text)
+        return _Candidate(product, identity, uncleaned, text, full_text)
 
     def _prepared(self, candidate: _Candidate, row: dict[str, Any]) -> Prepared:
         product = candidate.product
@@ -146,11 +150,6 @@ class Preparer:
                 texts[i], counts[i] = text, count
         return texts, counts
 
-    def _full_text(self, candidate: _Candidate) -> str:
-        if len(candidate.raw) <= min(self._cut, FULL_TEXT_CHARS):
-            return candidate.text  # neither cut reached the text: one cleaning serves both
-        return scrub(candidate.raw[:FULL_TEXT_CHARS])
-
     def _rows(self, candidates: list[_Candidate]) -> list[dict[str, Any]]:
         texts, counts = self._truncate(candidates)
         rows = []
@@ -163,7 +162,7 @@ class Preparer:
                 "brand": product.brand,
                 "price": product.price,
                 "text": text,
-                "full_text": self._full_text(candidate),
+                "full_text": candidate.full_text,
                 "prompt": build_prompt(text),
                 "completion": completion(product.price),
                 "token_count": count,

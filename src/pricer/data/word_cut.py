@@ -1,0 +1,185 @@
+"""The token cut of byte-level BPE tokenizers (GPT-2's pre-tokenizer) without the Rust pre-tokenizer.
+
+On product text the Rust tokenizer spends 85% of its time in that pre-tokenizer (the GPT-2 regex in
+Oniguruma, and a byte-level alignment for every word), not in BPE. A BPE tokenizes each pre-token
+(word) on its own, so a text's tokens are its words' tokens in order: here Python's re splits the
+words, a cache answers each word's tokens (filled once per new word), and the cut is counted word
+by word. The cut is the Rust one exactly:
+
+- Python's re sees what Oniguruma sees: each character is replaced by an ASCII one of the same class
+  (letter, number, whitespace, other), and the class is the one the tokenizer's own pre-tokenizer
+  gives it, asked once per character (``_CharClasses``), never a Unicode table that could differ.
+- A word's tokens are those of the tokenizer's own model on the word's bytes (an ASCII word, whose
+  characters are its bytes), or of the whole Rust tokenizer on the word alone (any other word), kept
+  only where it takes the word as one pre-token.
+- A text that holds an added (special) token's content, a word refused above, or a character no
+  class fits gets ``None``: the caller cuts that text the Rust way.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_right
+from functools import lru_cache
+from itertools import accumulate, chain, pairwise
+from operator import attrgetter
+
+from tokenizers import Tokenizer, pre_tokenizers
+from transformers import PreTrainedTokenizerBase
+
+# Where a word's tokens end (characters, from the word's start); None where the word is no one
+# pre-token on its own. Cleared when full, so memory stays flat over any stream.
+WordEnds = list[int] | None
+WORD_CACHE_LIMIT = 1 << 17
+# How much of a text is split into words first: this many characters a token, a little more than the
+# 2 to 3 of product text, so nearly every cut falls inside it; the rest are split again whole.
+HEAD_CHARS_PER_TOKEN = 3
+# The regex's longest lookahead past a word's end (``'re`` tried at a quote): a word ending closer
+# than this to the end of a head that is not the whole text might be another word in the whole text.
+_LOOKAHEAD = 3
+
+# One ASCII stand-in per class: none is part of a contraction ('s 't 're 've 'm 'll 'd).
+_STAND_INS = {"letter": "a", "number": "0", "space": "\t", "other": "!"}
+_PROBES = {"letter": "a", "number": "0", "other": "!", "space": "\t"}
+
+
+class _CharClasses(dict[int, str]):
+    """Code point -> its class's ASCII stand-in, as the tokenizer's pre-tokenizer classes it; a
+    ``str.translate`` table that asks the pre-tokenizer the first time it meets a character."""
+
+    def __init__(self, pre_tokenizer: pre_tokenizers.PreTokenizer) -> None:
+        super().__init__()
+        self._pre_tokenizer = pre_tokenizer
+
+    def class_of(self, char: str) -> str | None:
+        # A character joins the probe's word only when it is of the probe's class.
+        for name, probe in _PROBES.items():
+            try:
+                if len(self._pre_tokenizer.pre_tokenize_str(probe + char)) == 1:
+                    return name
+            except UnicodeEncodeError:  # a lone surrogate: the Rust side cannot take it, so neither can this
+                return None
+        return None
+
+    def __missing__(self, code: int) -> str:
+        name = self.class_of(chr(code))
+        if name is None:
+            raise _Unclassed
+        self[code] = _STAND_INS[name]
+        return self[code]
+
+
+class _Unclassed(Exception):
+    """A character no class fits: the text is left to the Rust tokenizer."""
+
+
+def _class_pattern(classes: _CharClasses) -> re.Pattern[str] | None:
+    """The GPT-2 pre-tokenizer regex over ASCII, its classes as the pre-tokenizer itself classes ASCII."""
+    members: dict[str, list[str]] = {name: [] for name in _STAND_INS}
+    for code in range(128):
+        name = classes.class_of(chr(code))
+        if name is None:
+            return None
+        members[name].append(f"\\x{code:02x}")
+    if classes.class_of(" ") != "space" or any(classes.class_of(stand_in) != name
+                                               for name, stand_in in _STAND_INS.items()):
+        return None
+    for code in range(128):  # ASCII stands for itself
+        dict.__setitem__(classes, code, chr(code))
+    letter, number, space = ("[" + "".join(members[name]) + "]" for name in ("letter", "number", "space"))
+    other, not_space = "[" + "".join(members["other"]) + "]", "[^" + "".join(members["space"]) + "]"
+    return re.compile(f"'s|'t|'re|'ve|'m|'ll|'d| ?{letter}+| ?{number}+| ?{other}+|{space}+(?!{not_space})|{space}+")
+
+
+class WordCutter:
+    """Cuts texts at their ``max_tokens``-th token as the given byte-level BPE tokenizer does."""
+
+    def __init__(self, backend: Tokenizer, pattern: re.Pattern[str], classes: _CharClasses) -> None:
+        self._backend = backend
+        self._pattern = pattern
+        self._classes = classes
+        self._added = [token.content for token in backend.get_added_tokens_decoder().values() if token.content]
+        self._words: dict[str, WordEnds] = {}
+        # ASCII as the byte-level pre-tokenizer maps it (one character a byte) for the model alone.
+        bytes_only = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+        self._byte_chars = str.maketrans({code: bytes_only.pre_tokenize_str(chr(code))[0][0] for code in range(128)})
+
+    def cuts(self, texts: list[str], max_tokens: int) -> list[tuple[int, int | None] | None]:
+        """Per text: its token count and, over the budget, where its last kept token ends; None where
+        this cannot prove the cut (the caller asks the Rust tokenizer)."""
+        head = max_tokens * HEAD_CHARS_PER_TOKEN
+        cuts = self._cuts(texts, max_tokens, head)
+        longer = [i for i, cut in enumerate(cuts) if cut is None and len(texts[i]) > head]
+        for i, cut in zip(longer, self._cuts([texts[i] for i in longer], max_tokens, None), strict=True):
+            cuts[i] = cut
+        return cuts
+
+    def _cuts(self, texts: list[str], max_tokens: int, head: int | None) -> list[tuple[int, int | None] | None]:
+        split = [self._words_of(text[:head]) for text in texts]
+        self._learn(set(chain.from_iterable(words for words in split if words is not None)))
+        return [None if words is None else self._cut(words, max_tokens, head is None or len(text) <= head)
+                for text, words in zip(texts, split, strict=True)]
+
+    def _words_of(self, text: str) -> list[str] | None:
+        if any(added in text for added in self._added):
+            return None
+        if text.isascii():
+            return self._pattern.findall(text)
+        try:
+            stand_ins = text.translate(self._classes)
+        except _Unclassed:
+            return None
+        starts = [0, *accumulate(map(len, self._pattern.findall(stand_ins)))]
+        return [text[start:end] for start, end in pairwise(starts)]
+
+    def _learn(self, words: set[str]) -> None:
+        """Make sure the cache holds every word of a batch."""
+        new = words - self._words.keys()
+        if len(self._words) + len(new) > WORD_CACHE_LIMIT:
+            self._words.clear()
+            new = words
+        # An ASCII word goes to the model alone, a quarter of the cost of an Encoding: its characters
+        # are its bytes, so the tokens' lengths are their offsets. Others go the whole way, and are
+        # kept only where the tokenizer takes them as one pre-token.
+        tokenize, value = self._backend.model.tokenize, attrgetter("value")
+        others = []
+        for word in new:
+            if word.isascii():
+                self._words[word] = list(accumulate(map(len, map(value, tokenize(word.translate(self._byte_chars))))))
+            else:
+                others.append(word)
+        for word, encoding in zip(others, self._backend.encode_batch(others, add_special_tokens=False), strict=True):
+            alone = len(encoding) > 0 and encoding.token_to_word(len(encoding) - 1) == 0
+            self._words[word] = [end for _, end in encoding.offsets] if alone else None
+
+    def _cut(self, words: list[str], max_tokens: int, whole: bool) -> tuple[int, int | None] | None:
+        starts = [0, *accumulate(map(len, words))]
+        if not whole:  # the words ending too near the head's end might be others in the whole text
+            words = words[:max(0, bisect_right(starts, starts[-1] - _LOOKAHEAD) - 1)]
+        ends = list(map(self._words.__getitem__, words))
+        if None in ends:
+            return None
+        counts = list(accumulate(map(len, ends)))  # tokens up to and with each word
+        over = bisect_right(counts, max_tokens)  # the first word that takes the count past the budget
+        if over == len(counts):
+            return (counts[-1] if counts else 0, None) if whole else None
+        kept = max_tokens - (counts[over - 1] if over else 0)  # its tokens that are kept
+        if kept:
+            return max_tokens + 1, starts[over] + ends[over][kept - 1]
+        return max_tokens + 1, starts[over - 1] + ends[over - 1][-1]
+
+
+@lru_cache(maxsize=8)
+def word_cutter(tokenizer: PreTrainedTokenizerBase) -> WordCutter | None:
+    """The tokenizer's cutter, or None where its cut cannot be taken word by word: no GPT-2 byte-level
+    pre-tokenizer, a normalizer that reaches across words, padding or truncation that count the text,
+    a model that is not deterministic (BPE dropout), or a class test the pre-tokenizer fails."""
+    backend = tokenizer.backend_tokenizer
+    pre = backend.pre_tokenizer
+    if not (isinstance(pre, pre_tokenizers.ByteLevel) and pre.use_regex and not pre.add_prefix_space
+            and backend.normalizer is None and backend.padding is None and backend.truncation is None
+            and getattr(backend.model, "dropout", None) is None):
+        return None
+    classes = _CharClasses(pre)
+    pattern = _class_pattern(classes)
+    return None if pattern is None else WordCutter(backend, pattern, classes)
