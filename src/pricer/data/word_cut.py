@@ -141,7 +141,7 @@ class WordCutter:
 
     def _learn(self, words: set[str]) -> None:
         """Make sure the cache holds every word of a batch."""
-        new = words - self._words.keys()
+        new = words.difference(self._words)  # walks the words, not the cache as ``- dict.keys()`` would
         if len(self._words) + len(new) > WORD_CACHE_LIMIT:
             self._words.clear()
             new = words
