@@ -119,6 +119,11 @@ def test_the_word_cut_is_left_to_the_rust_tokenizer_where_it_cannot_be_proved() 
     assert word_cutter(tokenizer) is None
     texts = tricky_texts(100, seed=4)
     assert truncate_to_tokens(tokenizer, texts, 32) == plain_cut(tokenizer, texts, 32)
+    # Padding a batched call switched on (a model's generate) would count in a word's tokens.
+    padded = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(normalized.backend_tokenizer.to_str()))
+    padded.backend_tokenizer.enable_padding(pad_id=0, pad_token="<pad>")
+    assert word_cutter(padded) is not None and word_cutter(padded).cuts(texts, 32) == [None] * len(texts)
+    assert truncate_to_tokens(padded, texts, 32) == truncate_to_tokens(normalized, texts, 32)
 
 
 def test_two_prefixes_cleaned_with_their_head_shared_are_each_cleaned_whole() -> None:

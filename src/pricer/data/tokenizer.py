@@ -80,12 +80,6 @@ def gemma_gguf_tokenizer() -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-# A first pass tokenizes only this many characters a token of each text: product text runs longer
-# than that per token, so the pass finds nearly every cut, and a text whose cut it cannot prove
-# exact is tokenized again in full.
-HEAD_CHARS_PER_TOKEN = 4
-
-
 @lru_cache(maxsize=8)
 def load_tokenizer(config: TokenizerConfig) -> PreTrainedTokenizerBase:
     match config:
@@ -98,6 +92,10 @@ def load_tokenizer(config: TokenizerConfig) -> PreTrainedTokenizerBase:
     raise ConfigError(f"unknown tokenizer kind: {config!r}")
 
 
+# A first pass tokenizes only this many characters a token of each text: product text runs longer
+# than that per token, so the pass finds nearly every cut, and a text whose cut it cannot prove
+# exact is tokenized again in full.
+HEAD_CHARS_PER_TOKEN = 4
 # Pre-tokens (words) that must follow the one holding the cut within the head: a pre-token's split
 # depends on at most a few characters after it, so the words before the last two are those of the
 # whole text, and so are their tokens.
@@ -138,7 +136,7 @@ def truncate_to_tokens(
 ) -> tuple[list[str], list[int]]:
     """Cut each text at its ``max_tokens``-th token; returns the texts and their token counts.
 
-    A byte-level BPE tokenizer's cut is counted word by word (``pricer.data.word_cut``), about ten
+    A byte-level BPE tokenizer's cut is counted word by word (``pricer.data.word_cut``), about five
     times faster than its Rust pipeline; the texts that path cannot prove, and every text of other
     tokenizers, take one batched call to the Rust tokenizer with character offsets. That call reads
     only the head of each long text where that provably gives the same cut (``_head_settles``).

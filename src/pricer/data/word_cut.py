@@ -111,6 +111,9 @@ class WordCutter:
     def cuts(self, texts: list[str], max_tokens: int) -> list[tuple[int, int | None] | None]:
         """Per text: its token count and, over the budget, where its last kept token ends; None where
         this cannot prove the cut (the caller asks the Rust tokenizer)."""
+        if self._backend.padding is not None or self._backend.truncation is not None:
+            # Switched on since (a model's batched generate): they would count in the words' tokens.
+            return [None] * len(texts)
         head = round(max_tokens * self._chars_per_token)
         cuts = self._cuts(texts, max_tokens, head)
         longer = [i for i, cut in enumerate(cuts) if cut is None and len(texts[i]) > head]
@@ -179,13 +182,13 @@ class WordCutter:
 @lru_cache(maxsize=8)
 def word_cutter(tokenizer: PreTrainedTokenizerBase) -> WordCutter | None:
     """The tokenizer's cutter, or None where its cut cannot be taken word by word: no GPT-2 byte-level
-    pre-tokenizer, a normalizer that reaches across words, padding or truncation that count the text,
-    a model that is not deterministic (BPE dropout), or a class test the pre-tokenizer fails."""
+    pre-tokenizer, a normalizer that reaches across words, a model that is not deterministic (BPE
+    dropout), or a class test the pre-tokenizer fails. (Padding and truncation, which a batched call
+    can switch on at any time, are checked at each call.)"""
     backend = tokenizer.backend_tokenizer
     pre = backend.pre_tokenizer
     if not (isinstance(pre, pre_tokenizers.ByteLevel) and pre.use_regex and not pre.add_prefix_space
-            and backend.normalizer is None and backend.padding is None and backend.truncation is None
-            and getattr(backend.model, "dropout", None) is None):
+            and backend.normalizer is None and getattr(backend.model, "dropout", None) is None):
         return None
     classes = _CharClasses(pre)
     pattern = _class_pattern(classes)
