@@ -6,9 +6,9 @@ Oniguruma, and a byte-level alignment for every word), not in BPE. A BPE tokeniz
 words, a cache answers each word's tokens (filled once per new word), and the cut is counted word
 by word. The cut is the Rust one exactly:
 
-- Python's re sees what Oniguruma sees: each character is replaced by an ASCII one of the same class
-  (letter, number, whitespace, other), and the class is the one the tokenizer's own pre-tokenizer
-  gives it, asked once per character (``_CharClasses``), never a Unicode table that could differ.
+- Python's re sees what Oniguruma sees: the regex's classes (letter, number, whitespace, other) list
+  the characters the tokenizer's own pre-tokenizer puts in each, asked once per character
+  (``_CharClasses``), never a Unicode table that could differ.
 - A word's tokens are those of the tokenizer's own model on the word's bytes (an ASCII word, whose
   characters are its bytes), or of the whole Rust tokenizer on the word alone (any other word), kept
   only where it takes the word as one pre-token.
@@ -41,21 +41,33 @@ _HEAD_QUANTILE, _HEAD_MARGIN, _HEAD_SAMPLE = 0.99, 0.25, 200
 # than this to the end of a head that is not the whole text might be another word in the whole text.
 _LOOKAHEAD = 3
 
-# One ASCII stand-in per class: none is part of a contraction ('s 't 're 've 'm 'll 'd).
-_STAND_INS = {"letter": "a", "number": "0", "space": "\t", "other": "!"}
+# A character joins the word of its class's probe, and only that one's.
 _PROBES = {"letter": "a", "number": "0", "other": "!", "space": "\t"}
 
 
-class _CharClasses(dict[int, str]):
-    """Code point -> its class's ASCII stand-in, as the tokenizer's pre-tokenizer classes it; a
-    ``str.translate`` table that asks the pre-tokenizer the first time it meets a character."""
+def _charset(chars: list[str], negated: bool = False) -> str:
+    return "[" + "^" * negated + "".join(f"\\U{ord(char):08x}" for char in chars) + "]"
+
+
+class _CharClasses:
+    """Each character's class as the tokenizer's pre-tokenizer gives it (ASCII from the start, the rest
+    when first met), and the GPT-2 regex over exactly the characters classed so far.
+
+    Every class is a list of the characters in it, none a complement, so a character not classed yet
+    matches nothing: the words then fall short of the text, which is how one is noticed (``learn``).
+    """
 
     def __init__(self, pre_tokenizer: pre_tokenizers.PreTokenizer) -> None:
-        super().__init__()
         self._pre_tokenizer = pre_tokenizer
+        self._members: dict[str, list[str]] = {name: [] for name in _PROBES}
+        self._unclassed: set[str] = set()
+        self.pattern: re.Pattern[str] | None = None
+        self.learn({chr(code) for code in range(128)})
+        if not self._unclassed and all(self.class_of(probe) == name
+                                       for name, probe in [*_PROBES.items(), ("space", " ")]):
+            self.pattern = self._compile()
 
     def class_of(self, char: str) -> str | None:
-        # A character joins the probe's word only when it is of the probe's class.
         for name, probe in _PROBES.items():
             try:
                 if len(self._pre_tokenizer.pre_tokenize_str(probe + char)) == 1:
@@ -64,42 +76,36 @@ class _CharClasses(dict[int, str]):
                 return None
         return None
 
-    def __missing__(self, code: int) -> str:
-        name = self.class_of(chr(code))
-        if name is None:
-            raise _Unclassed
-        self[code] = _STAND_INS[name]
-        return self[code]
+    def learn(self, chars: set[str]) -> None:
+        """Class the characters not met before; one that fits no class sends its texts the Rust way."""
+        new = chars.difference(*self._members.values(), self._unclassed)
+        for char in sorted(new):
+            name = self.class_of(char)
+            if name is None:
+                self._unclassed.add(char)
+            else:
+                self._members[name].append(char)
+        if new and self.pattern is not None:
+            self.pattern = self._compile()
+
+    def _compile(self) -> re.Pattern[str]:
+        letter, number, other, space = map(_charset, self._members.values())
+        not_space = _charset(self._members["space"], negated=True)
+        return re.compile(f"'s|'t|'re|'ve|'m|'ll|'d| ?{letter}+| ?{number}+| ?{other}+|{space}+(?!{not_space})|{space}+")
 
 
-class _Unclassed(Exception):
-    """A character no class fits: the text is left to the Rust tokenizer."""
+class _Unclassed:
+    """Words split before each character of the text was classed."""
 
 
-def _class_pattern(classes: _CharClasses) -> re.Pattern[str] | None:
-    """The GPT-2 pre-tokenizer regex over ASCII, its classes as the pre-tokenizer itself classes ASCII."""
-    members: dict[str, list[str]] = {name: [] for name in _STAND_INS}
-    for code in range(128):
-        name = classes.class_of(chr(code))
-        if name is None:
-            return None
-        members[name].append(f"\\x{code:02x}")
-    if classes.class_of(" ") != "space" or any(classes.class_of(stand_in) != name
-                                               for name, stand_in in _STAND_INS.items()):
-        return None
-    for code in range(128):  # ASCII stands for itself
-        dict.__setitem__(classes, code, chr(code))
-    letter, number, space = ("[" + "".join(members[name]) + "]" for name in ("letter", "number", "space"))
-    other, not_space = "[" + "".join(members["other"]) + "]", "[^" + "".join(members["space"]) + "]"
-    return re.compile(f"'s|'t|'re|'ve|'m|'ll|'d| ?{letter}+| ?{number}+| ?{other}+|{space}+(?!{not_space})|{space}+")
+_UNCLASSED = _Unclassed()
 
 
 class WordCutter:
     """Cuts texts at their ``max_tokens``-th token as the given byte-level BPE tokenizer does."""
 
-    def __init__(self, backend: Tokenizer, pattern: re.Pattern[str], classes: _CharClasses) -> None:
+    def __init__(self, backend: Tokenizer, classes: _CharClasses) -> None:
         self._backend = backend
-        self._pattern = pattern
         self._classes = classes
         self._added = [token.content for token in backend.get_added_tokens_decoder().values() if token.content]
         self._words: dict[str, WordEnds] = {}
@@ -125,22 +131,25 @@ class WordCutter:
         return cuts
 
     def _cuts(self, texts: list[str], max_tokens: int, head: int | None) -> list[tuple[int, int | None] | None]:
-        split = [self._words_of(text[:head]) for text in texts]
-        self._learn(set(chain.from_iterable(words for words in split if words is not None)))
+        heads = [text[:head] for text in texts]
+        split = [self._words_of(text) for text in heads]
+        unclassed = [i for i, words in enumerate(split) if words is _UNCLASSED]
+        if unclassed:
+            self._classes.learn(set().union(*(heads[i] for i in unclassed)))
+            for i in unclassed:
+                split[i] = self._words_of(heads[i])
+        ready = [None if words is _UNCLASSED else words for words in split]
+        self._learn(set(chain.from_iterable(words for words in ready if words is not None)))
         return [None if words is None else self._cut(words, max_tokens, head is None or len(text) <= head)
-                for text, words in zip(texts, split, strict=True)]
+                for text, words in zip(texts, ready, strict=True)]
 
-    def _words_of(self, text: str) -> list[str] | None:
+    def _words_of(self, text: str) -> list[str] | _Unclassed | None:
         if any(added in text for added in self._added):
             return None
-        if text.isascii():
-            return self._pattern.findall(text)
-        try:
-            stand_ins = text.translate(self._classes)
-        except _Unclassed:
-            return None
-        starts = [0, *accumulate(map(len, self._pattern.findall(stand_ins)))]
-        return list(map(text.__getitem__, map(slice, starts, starts[1:])))
+        assert self._classes.pattern is not None, "a cutter is made only with a pattern"
+        words = self._classes.pattern.findall(text)
+        # A character not classed yet is in no word: the words then fall short of the text.
+        return words if text.isascii() or sum(map(len, words)) == len(text) else _UNCLASSED
 
     def _learn(self, words: set[str]) -> None:
         """Make sure the cache holds every word of a batch."""
@@ -191,5 +200,4 @@ def word_cutter(tokenizer: PreTrainedTokenizerBase) -> WordCutter | None:
             and backend.normalizer is None and getattr(backend.model, "dropout", None) is None):
         return None
     classes = _CharClasses(pre)
-    pattern = _class_pattern(classes)
-    return None if pattern is None else WordCutter(backend, pattern, classes)
+    return None if classes.pattern is None else WordCutter(backend, classes)
