@@ -22,7 +22,8 @@ import re
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,23 @@ from urllib.parse import parse_qs, urlsplit
 
 from pricer.agents.local_feed import BROKEN_FEED, MISSING_FEED, DealFeedServer, DealPage, LocalServer
 
-__all__ = ["BROKEN_FEED", "MISSING_FEED", "DealFeedServer", "DealPage", "FaultyFeedServer", "ListPriceAgent",
-           "WebhookReceiver", "cycle_main", "deliver_in_child", "fit_text_regressor", "register_champion", "sku_tag"]
+__all__ = [
+    "BROKEN_FEED",
+    "MISSING_FEED",
+    "DealFeedServer",
+    "DealPage",
+    "FaultyFeedServer",
+    "ListPriceAgent",
+    "WebhookReceiver",
+    "curated_demo",
+    "cycle_main",
+    "deliver_in_child",
+    "estimate_of",
+    "fit_text_regressor",
+    "register_champion",
+    "regressor_registry",
+    "sku_tag",
+]
 
 
 class WebhookReceiver(LocalServer):
@@ -295,6 +311,41 @@ def register_champion(model: Any, name: str, mae: float, test_digest: str = "x")
     with mlflow.start_run(experiment_id=configure(), run_name=f"test-{name}") as run:
         info = log_price_model(model)
     return make_champion(info.model_uri, run.info.run_id, name, mae, test_digest)
+
+
+def curated_demo(root: Path, n_items: int = 600) -> Path:
+    """Curate ``n_items`` demo products under ``root``; returns the folder of the split parquet files."""
+    from pricer.data.config import CurateConfig, DemoSourceConfig
+    from pricer.data.curate import curate
+
+    curate(CurateConfig(source=DemoSourceConfig(n_items=n_items)), root=root)
+    return root / "data" / "curated"
+
+
+@contextmanager
+def regressor_registry(root: Path, train: Any) -> Iterator[dict[str, Any]]:
+    """A SQLite MLflow store under ``root`` with a real text regressor fitted on ``train`` as the
+    pricer-regressor champion; yields its tracking ``uri`` and the ``model``, with
+    ``MLFLOW_TRACKING_URI`` pointing at it until the context closes."""
+    import pytest
+
+    (root / "mlruns").mkdir()
+    uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        model = fit_text_regressor(train)
+        register_champion(model, "pricer-regressor", mae=50.0)
+        yield {"uri": uri, "model": model}
+
+
+def estimate_of(model: Any, title: str, description: str) -> float:
+    """What ``model`` says a deal with this title and description is worth, read as the agents read a deal."""
+    import pandas as pd
+
+    from pricer.agents.deals import Deal, deal_text
+
+    text = deal_text(Deal(url="http://shop.test/x", title=title, description=description, price=1, feed="f"))
+    return float(model.predict(pd.DataFrame({"text": [text]}))[0])
 
 
 # --------------------------------------------------------------------------- hostile inputs (tests/test_hostile.py)

@@ -28,9 +28,12 @@ from deal_feeds import (
     DealFeedServer,
     DealPage,
     WebhookReceiver,
+    curated_demo,
+    estimate_of,
     fit_text_regressor,
     make_champion,
     register_champion,
+    regressor_registry,
 )
 from pricer.agents.config import (
     AgentsConfig,
@@ -41,7 +44,7 @@ from pricer.agents.config import (
     WebhookConfig,
     load_agents_config,
 )
-from pricer.agents.deals import Deal, Opportunity, deal_key, deal_text
+from pricer.agents.deals import Deal, Opportunity, deal_key
 from pricer.agents.estimators import RegistryAgent, registered_ensemble
 from pricer.agents.memory import Memory
 from pricer.agents.messenger import DeliveryError, NotifierUnavailable, build_notifier
@@ -49,8 +52,6 @@ from pricer.agents.planner import Planner
 from pricer.agents.scanner import Scanner, extract_page, parse_feed
 from pricer.core.errors import ConfigError
 from pricer.core.prompt import DATA_CLOSE, DATA_OPEN, untrusted_block
-from pricer.data.config import CurateConfig, DemoSourceConfig
-from pricer.data.curate import curate
 from pricer.models.ensemble import EnsembleWeights, fit_weights
 from pricer.stages.ensemble import fit_ensemble
 
@@ -68,9 +69,7 @@ INJECTION = (
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pd.DataFrame | Path]:
-    root = tmp_path_factory.mktemp("demo")
-    curate(CurateConfig(source=DemoSourceConfig(n_items=600)), root=root)
-    data = root / "data" / "curated"
+    data = curated_demo(tmp_path_factory.mktemp("demo"))
     return {
         "dir": data,
         **{split: pd.read_parquet(data / f"{split}.parquet") for split in ("train", "val", "test")},
@@ -80,25 +79,14 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pd.DataFrame | P
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory, demo) -> dict:
     """A SQLite MLflow store with a real text regressor as the pricer-regressor champion."""
-    root = tmp_path_factory.mktemp("registry")
-    (root / "mlruns").mkdir()
-    uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
-        model = fit_text_regressor(demo["train"])
-        register_champion(model, "pricer-regressor", mae=50.0)
-        yield {"uri": uri, "model": model}
+    with regressor_registry(tmp_path_factory.mktemp("registry"), demo["train"]) as registry:
+        yield registry
 
 
 @pytest.fixture
 def store_env(registry, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registry["uri"])
     return registry["uri"]
-
-
-def estimate_of(model, title: str, description: str) -> float:
-    text = deal_text(Deal(url="http://shop.test/x", title=title, description=description, price=1, feed="f"))
-    return float(model.predict(pd.DataFrame({"text": [text]}))[0])
 
 
 def deal_pages(demo, model, rows: range, *, good_every: int = 2, prefix: str = "item") -> tuple[list, set]:

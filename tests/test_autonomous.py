@@ -20,16 +20,21 @@ import pandas as pd
 import pytest
 import yaml
 
-from deal_feeds import DealFeedServer, DealPage, WebhookReceiver, fit_text_regressor, register_champion
+from deal_feeds import (
+    DealFeedServer,
+    DealPage,
+    WebhookReceiver,
+    curated_demo,
+    estimate_of,
+    regressor_registry,
+)
 from fake_openai import FakeOpenAI
 from pricer.agents.autonomous import TOOLS
 from pricer.agents.config import AgentsConfig
-from pricer.agents.deals import Deal, deal_key, deal_text
+from pricer.agents.deals import deal_key
 from pricer.agents.planner import Planner
 from pricer.core.config import validate
 from pricer.core.errors import ConfigError
-from pricer.data.config import CurateConfig, DemoSourceConfig
-from pricer.data.curate import curate
 
 KEY_ENV = "PRICER_TEST_PLANNER_KEY"
 SECRET = "sk-test-PLANNER-SECRET-42"
@@ -109,21 +114,13 @@ def lazy(messages, tools, model) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
-    root = tmp_path_factory.mktemp("demo")
-    curate(CurateConfig(source=DemoSourceConfig(n_items=600)), root=root)
-    return pd.read_parquet(root / "data" / "curated" / "train.parquet")
+    return pd.read_parquet(curated_demo(tmp_path_factory.mktemp("demo")) / "train.parquet")
 
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory, demo) -> dict:
-    root = tmp_path_factory.mktemp("registry")
-    (root / "mlruns").mkdir()
-    uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
-        model = fit_text_regressor(demo)
-        register_champion(model, "pricer-regressor", mae=50.0)
-        yield {"uri": uri, "model": model}
+    with regressor_registry(tmp_path_factory.mktemp("registry"), demo) as registry:
+        yield registry
 
 
 @pytest.fixture
@@ -131,11 +128,6 @@ def env(registry, monkeypatch: pytest.MonkeyPatch) -> dict:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registry["uri"])
     monkeypatch.setenv(KEY_ENV, SECRET)
     return registry
-
-
-def estimate_of(model, title: str, description: str) -> float:
-    text = deal_text(Deal(url="http://shop.test/x", title=title, description=description, price=1, feed="f"))
-    return float(model.predict(pd.DataFrame({"text": [text]}))[0])
 
 
 def deal_pages(demo: pd.DataFrame, model) -> tuple[list[DealPage], dict[str, float]]:
