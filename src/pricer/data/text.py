@@ -37,8 +37,10 @@ _CASE_FOLDS = (("\u0130", "i"), ("\u0131", "i"), ("\u017f", "s"))
 # The course's scrub: words of 7+ characters holding a digit are part numbers, not meaning. The
 # first lookahead only fails short words early; it matches nothing the rest would not.
 _PART_NUMBER = re.compile(r"\b(?=[\w-]{7})(?=[\w-]*\d)[\w-]{7,}\b")
-# Once whitespace is collapsed (``_collapse_whitespace``), a run of it is one space or one newline.
-_SPACE_BEFORE_PUNCT = re.compile(r"[ \n]([,.;:!?])")
+# Punctuation that the space or newline before it is dropped from. Once whitespace is collapsed
+# (``_collapse_whitespace``), a run of it is one space or one newline.
+_PULLED_BACK = ",.;:!?"
+_SPACE_BEFORE_PUNCT = re.compile(rf"[ \n]([{re.escape(_PULLED_BACK)}])")
 
 
 def _may_hold_boilerplate(text: str) -> bool:
@@ -81,7 +83,7 @@ def scrub_prefixes(text: str, first: int, second: int) -> tuple[str, str]:
     The shared part ends at a space: NFKC composes nothing across one, no part number spans one, and
     the whitespace run around it folds to a newline if it holds one and to a space if not, so each
     text is the head and its tail cleaned apart, then joined by that character (or by nothing, where
-    the tail starts with the punctuation ``_SPACE_BEFORE_PUNCT`` pulls back). Boilerplate is the one
+    the tail starts with the punctuation ``_PULLED_BACK``). Boilerplate is the one
     rule that can span the space: where either text may hold some, both are cleaned whole.
     """
     shorter = min(first, second)
@@ -106,7 +108,7 @@ def _joined(head: str, newline_before: bool, tail: str) -> str:
     tail = _folded(tail)
     if not head or not tail:
         return head or tail
-    return head + tail if tail[0] in ",.;:!?" else head + ("\n" if newline else " ") + tail
+    return head + tail if tail[0] in _PULLED_BACK else head + ("\n" if newline else " ") + tail
 
 
 def _detail_line(key: str, value: Any) -> str | None:

@@ -35,7 +35,7 @@ WORD_CACHE_LIMIT = 1 << 17
 # little more than nearly all the cuts so far needed (``_HEAD_QUANTILE``), so that the head is short
 # (3.3 on Amazon's text, 4.0 on the demo's with the builtin tokenizer) and nearly every cut falls
 # inside it; the texts it misses are split again whole. The outputs are the same for any head.
-HEAD_CHARS_PER_TOKEN = 4.0
+START_CHARS_PER_TOKEN = 4.0
 _HEAD_QUANTILE, _HEAD_MARGIN, _HEAD_SAMPLE = 0.99, 0.25, 200
 # The regex's longest lookahead past a word's end (``'re`` tried at a quote): a word ending closer
 # than this to the end of a head that is not the whole text might be another word in the whole text.
@@ -109,7 +109,7 @@ class WordCutter:
         self._classes = classes
         self._added = [token.content for token in backend.get_added_tokens_decoder().values() if token.content]
         self._words: dict[str, WordEnds] = {}
-        self._chars_per_token = HEAD_CHARS_PER_TOKEN
+        self._chars_per_token = START_CHARS_PER_TOKEN
         # ASCII as the byte-level pre-tokenizer maps it (one character a byte) for the model alone.
         bytes_only = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
         self._byte_chars = str.maketrans({code: bytes_only.pre_tokenize_str(chr(code))[0][0] for code in range(128)})
