@@ -24,11 +24,9 @@ import asyncio
 import concurrent.futures
 import hashlib
 import logging
-import os
 import random
 import time
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from typing import Any, TypeVar
 
 import openai
@@ -46,6 +44,7 @@ from pricer.core.retry import (
 from pricer.frontier.cache import CostLog, ResponseCache, request_key
 from pricer.frontier.config import FrontierAuthError, FrontierConfig, FrontierError, resolve_api_key
 from pricer.frontier.messages import Messages, build_messages
+from pricer.frontier.tracing import chat_attributes, start_span, tracing_wanted, usage_attributes
 from pricer.frontier.usage import CallResult, UsageTotals
 
 log = logging.getLogger(__name__)
@@ -83,7 +82,7 @@ class FrontierClient:
         self.totals = UsageTotals()
         self._rng = random.Random()
         self.fatal: FrontierError | None = None
-        self._traced = self._tracing()
+        self._traced = tracing_wanted(config, run_id)
 
     def __repr__(self) -> str:  # never the key
         config = self.config
@@ -132,7 +131,7 @@ class FrontierClient:
         for key, messages in zip(keys, conversations, strict=True):
             unique.setdefault(key, list(messages))
         try:
-            with self._span("frontier.batch", "CHAIN", root=True) as span:
+            with start_span(self._traced, "frontier.batch", "CHAIN", run_id=self.run_id) as span:
                 if span is not None:
                     span.set_inputs({"items": len(conversations), "unique_requests": len(unique),
                                      "model": self.config.model, "base_url": self.config.base_url})
@@ -172,31 +171,11 @@ class FrontierClient:
             api_key=self._api_key, base_url=self.config.base_url, max_retries=0, timeout=self.config.timeout_s
         )
 
-    def _tracing(self) -> bool:
-        # Only into a store someone chose: MLflow's fallback would drop an mlflow.db into the cwd.
-        if not self.config.trace:
-            return False
-        if self.run_id is not None or os.environ.get("MLFLOW_TRACKING_URI"):
-            return True
-        from mlflow.tracking._tracking_service.utils import is_tracking_uri_set
-
-        return is_tracking_uri_set()
-
-    def _span(self, name: str, span_type: str, *, root: bool = False) -> AbstractContextManager:
-        if not self._traced:
-            return nullcontext(None)
-        import mlflow
-
-        kwargs: dict[str, Any] = {"name": name, "span_type": span_type}
-        if root and self.run_id is not None and mlflow.get_current_active_span() is None:
-            kwargs["run_id"] = self.run_id
-        return mlflow.start_span(**kwargs)
-
     async def _complete_one(
         self, client: openai.AsyncOpenAI, semaphore: asyncio.Semaphore, limiter: AsyncLimiter | None, key: str,
         messages: Messages,
     ) -> CallResult:
-        with self._span(f"chat {self.config.model}", "CHAT_MODEL") as span:
+        with start_span(self._traced, f"chat {self.config.model}", "CHAT_MODEL") as span:
             if span is not None:
                 span.set_inputs({"messages": messages, "model": self.config.model, **self.params})
             result = await self._cached_or_called(client, semaphore, limiter, key, messages)
@@ -205,8 +184,6 @@ class FrontierClient:
             return result
 
     def _annotate(self, span: Any, key: str, result: CallResult) -> None:
-        from mlflow.tracing.constant import SpanAttributeKey
-
         span.set_outputs({"content": result.content, "price": result.price})
         attributes: dict[str, Any] = {
             "request_key": key,
@@ -214,29 +191,16 @@ class FrontierClient:
             "attempts": result.attempts,
             "latency_s": result.latency_s,
             "cost_usd": result.cost_usd,
-            SpanAttributeKey.MODEL: self.config.model,
-            SpanAttributeKey.MESSAGE_FORMAT: "openai",
+            **chat_attributes(self.config),
         }
         if result.ttft_s is not None:
             attributes["ttft_s"] = result.ttft_s
         if not result.cached and result.error is None:
-            attributes[SpanAttributeKey.CHAT_USAGE] = {
-                "input_tokens": result.input_tokens,
-                "output_tokens": result.output_tokens,
-                "total_tokens": result.input_tokens + result.output_tokens,
-            }
-            attributes[SpanAttributeKey.LLM_COST] = {
-                "input_cost": result.input_tokens * self.config.usd_per_1m_input / 1e6,
-                "output_cost": result.output_tokens * self.config.usd_per_1m_output / 1e6,
-                "total_cost": result.cost_usd,
-            }
+            attributes.update(usage_attributes(self.config, result.input_tokens, result.output_tokens,
+                                               result.cost_usd))
         if result.error is not None:
             attributes["error"] = result.error
         span.set_attributes(attributes)
-
-    def cost(self, input_tokens: int, output_tokens: int) -> float:
-        config = self.config
-        return (input_tokens * config.usd_per_1m_input + output_tokens * config.usd_per_1m_output) / 1e6
 
     async def _cached_or_called(
         self, client: openai.AsyncOpenAI, semaphore: asyncio.Semaphore, limiter: AsyncLimiter | None, key: str,
@@ -272,7 +236,7 @@ class FrontierClient:
         output_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
         result = CallResult(
             content, find_price(content), input_tokens, output_tokens,
-            self.cost(input_tokens, output_tokens), latency, ttft, attempts=attempts_made(retries),
+            self.config.cost_usd(input_tokens, output_tokens), latency, ttft, attempts=attempts_made(retries),
         )
         if not self._record(key, idempotency_key, response_id, result):
             # The server replayed an answer it already billed (to an earlier, interrupted process): no new cost.

@@ -122,6 +122,10 @@ class FrontierConfig(RetrySettings):
         """The config as plain JSON data: it holds no secret by construction (only the env var's name)."""
         return self.model_dump(mode="json")
 
+    def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
+        """What a call with these token counts costs at this endpoint's prices."""
+        return (input_tokens * self.usd_per_1m_input + output_tokens * self.usd_per_1m_output) / 1e6
+
 
 def load_frontier_config(path: str | Path) -> FrontierConfig:
     return load_config(FrontierConfig, path)

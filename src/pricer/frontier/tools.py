@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -27,6 +26,7 @@ from pricer.core.retry import Retryable
 from pricer.frontier.cache import request_key
 from pricer.frontier.client import sync_call
 from pricer.frontier.config import FrontierConfig, resolve_api_key
+from pricer.frontier.tracing import chat_attributes, start_span, usage_attributes
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class ToolChat:
                 raise Retryable("malformed response") from None
             return completion
 
-        with self._span() as span:
+        with start_span(self.traced, f"chat {self.config.model}", "CHAT_MODEL") as span:
             if span is not None:
                 span.set_inputs({"messages": messages, "tools": [tool["function"]["name"] for tool in tools],
                                  "model": self.config.model, **params})
@@ -114,31 +114,16 @@ class ToolChat:
         usage = completion.usage
         input_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
         output_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
-        cost = (input_tokens * self.config.usd_per_1m_input + output_tokens * self.config.usd_per_1m_output) / 1e6
+        cost = self.config.cost_usd(input_tokens, output_tokens)
         return ToolTurn(choice.message.content, calls, choice.finish_reason, input_tokens, output_tokens, cost,
                         latency_s, getattr(completion, "id", None))
 
-    def _span(self) -> AbstractContextManager:
-        if not self.traced:
-            return nullcontext(None)
-        import mlflow
-
-        return mlflow.start_span(name=f"chat {self.config.model}", span_type="CHAT_MODEL")
-
     def _annotate(self, span: Any, turn: ToolTurn) -> None:
-        from mlflow.tracing.constant import SpanAttributeKey
-
         span.set_outputs({"content": turn.content, "finish_reason": turn.finish_reason,
                           "tool_calls": [{"name": c.name, "arguments": c.arguments} for c in turn.tool_calls]})
         span.set_attributes({
-            "latency_s": turn.latency_s, "cost_usd": turn.cost_usd,
-            SpanAttributeKey.MODEL: self.config.model, SpanAttributeKey.MESSAGE_FORMAT: "openai",
-            SpanAttributeKey.CHAT_USAGE: {"input_tokens": turn.input_tokens, "output_tokens": turn.output_tokens,
-                                          "total_tokens": turn.input_tokens + turn.output_tokens},
-            SpanAttributeKey.LLM_COST: {
-                "input_cost": turn.input_tokens * self.config.usd_per_1m_input / 1e6,
-                "output_cost": turn.output_tokens * self.config.usd_per_1m_output / 1e6,
-                "total_cost": turn.cost_usd},
+            "latency_s": turn.latency_s, "cost_usd": turn.cost_usd, **chat_attributes(self.config),
+            **usage_attributes(self.config, turn.input_tokens, turn.output_tokens, turn.cost_usd),
         })
 
 
