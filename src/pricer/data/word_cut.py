@@ -1,10 +1,10 @@
 """The token cut of byte-level BPE tokenizers (GPT-2's pre-tokenizer) without the Rust pre-tokenizer.
 
-On product text the Rust tokenizer spends 85% of its time in that pre-tokenizer (the GPT-2 regex in
-Oniguruma, and a byte-level alignment for every word), not in BPE. A BPE tokenizes each pre-token
-(word) on its own, so a text's tokens are its words' tokens in order: here Python's re splits the
-words, a cache answers each word's tokens (filled once per new word), and the cut is counted word
-by word. The cut is the Rust one exactly:
+On product text the Rust tokenizer spends nearly all its time in that pre-tokenizer (the GPT-2 regex
+in Oniguruma, and a byte-level alignment for every word), not in BPE (``bench/token_cut.py``). A BPE
+tokenizes each pre-token (word) on its own, so a text's tokens are its words' tokens in order: here
+Python's re splits the words, a cache answers each word's tokens (filled once per new word), and the
+cut is counted word by word. The cut is the Rust one exactly:
 
 - Python's re sees what Oniguruma sees: the regex's classes (letter, number, whitespace, other) list
   the characters the tokenizer's own pre-tokenizer puts in each, asked once per character
